@@ -1,0 +1,15 @@
+"""Staff area: /admin/. One views module per part of the admin; each registers its routes on `bp`."""
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+from invoicing.admin import (  # noqa: E402,F401
+    clients,  # clients and contacts (staff invoicing)
+    invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)
+    outbox,  # the outbox: queued and sent emails, previews
+    payments,  # the webhook inbox, refunds, the invoice page's money panel
+    pdf,  # invoice PDF download
+    settings,  # organization settings, staff users, superadmin organization switch
+    views,  # login, dashboard
+)

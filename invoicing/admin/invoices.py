@@ -1,0 +1,439 @@
+"""Staff invoicing: the list (filters, tabs, bulk actions, CSV), the draft editor with live totals, the invoice
+page and its actions (send, remind, record a payment, void, duplicate, delete)."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import abort, current_app, flash, redirect, request, stream_with_context, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+from werkzeug.wrappers import Response
+
+from invoicing.admin import bp
+from invoicing.admin.forms import (
+    BULK_ACTIONS,
+    METHOD_LABELS,
+    InvoiceEditor,
+    PaymentForm,
+    SendForm,
+    VoidForm,
+    currency_choices,
+    parse_bulk,
+    parse_invoice_filters,
+)
+from invoicing.auth import staff_required
+from invoicing.extensions import db
+from invoicing.gateways import current_gateway
+from invoicing.models import Client, Invoice, Organization
+from invoicing.money import format_money, format_plain
+from invoicing.rendering import render, wants_fragment
+from invoicing.services import DomainError, bulk, checkout, clients, exports, queries, sending
+from invoicing.services.audit import Actor
+from invoicing.services.invoices import (
+    create_draft,
+    delete_draft,
+    duplicate_invoice,
+    finalize_invoice,
+    local_today,
+    update_draft,
+    void_invoice,
+)
+from invoicing.services.paylinks import link_for
+from invoicing.services.payments import record_manual_payment
+from invoicing.services.site import Site
+
+TEMPLATE_LIST, TEMPLATE_DETAIL, TEMPLATE_EDITOR = "admin/invoices.html", "admin/invoice.html", "admin/invoice_form.html"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _actor() -> Actor:
+    return Actor.user(current_user)
+
+
+def _acting_org() -> Organization | None:
+    """The organization new things are created in: the user's, or the one a superadmin switched to."""
+    org_id = queries.org_scope(current_user)
+    return queries.organization(org_id) if org_id is not None else None
+
+
+def _today(now: datetime, organization: Organization | None = None) -> date:
+    org = organization or _acting_org()
+    return local_today(org, now) if org is not None else now.date()
+
+
+def _default_currency() -> str | None:
+    org = _acting_org()
+    return org.default_currency if org else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _money(minor: int, currency: str) -> str:
+    """format_money, memoized: it is pure, Babel takes ~40 µs a call, and a list page shows 50-100 amounts
+    that repeat from one request to the next."""
+    return format_money(minor, currency)
+
+
+@functools.lru_cache(maxsize=4096)
+def _date(value: date) -> str:
+    """The `date` filter's format, memoized like _money (a page shows 100 dates, mostly the same few)."""
+    return value.strftime("%b %-d, %Y")
+
+
+def _mail_config() -> Site:
+    return Site.from_config(current_app.config)
+
+
+def _to_detail(invoice_id: int) -> Response:
+    return redirect(url_for("admin.invoice", invoice_id=invoice_id), code=303)
+
+
+# --- the list --------------------------------------------------------------------------------------------
+
+
+@bp.get("/invoices")
+@staff_required
+def invoices() -> ResponseReturnValue:
+    now = _now()
+    filters = parse_invoice_filters(request.args)
+    client = clients.get_client(current_user, filters.client_id) if filters.client_id else None  # foreign: 404
+    page = queries.list_invoices(current_user, now=now, filters=filters, cursor=request.args.get("after"), rows=True)
+    rows = dict(page=page, filters=filters, today=_today(now), fmt_money=_money, fmt_date=_date)
+    if wants_fragment():  # a keystroke or "older invoices": the rows only, no counts, no pickers
+        return render(TEMPLATE_LIST, "rows", **rows)
+    return render(TEMPLATE_LIST, "rows", **rows, **_list_page_context(filters, client, now))
+
+
+def _list_page_context(filters: queries.InvoiceFilters, client: Client | None, now: datetime) -> dict[str, Any]:
+    """What only the full list page shows: tab counts, pickers, the bulk form's one-time key."""
+    search = request.args.get("client_search", "")[:100]
+    return dict(
+        client=client, counts=queries.status_counts(current_user, now=now), count_cap=queries.COUNT_CAP,
+        statuses=queries.STATUS_FILTERS, sorts=SORT_LABELS, bulk_actions=BULK_ACTIONS, methods=METHOD_LABELS,
+        client_options=clients.client_choices(current_user, q=search, selected_id=filters.client_id),
+        currencies=[c for c, _ in currency_choices(filters.currency, _default_currency())],
+        batch_key=uuid.uuid4().hex,
+    )
+
+
+SORT_LABELS = {"-issue_date": "Newest first", "issue_date": "Oldest first", "due_date": "Due soonest",
+               "-due_date": "Due latest", "-total": "Largest total", "total": "Smallest total",
+               "-number": "Number, high to low", "number": "Number, low to high"}
+
+
+def _csv_response(rows: Any, today: date) -> Response:
+    name = f"invoices-{today.isoformat()}.csv"
+    return Response(stream_with_context(exports.invoices_csv(rows, today=today)), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/invoices/export.csv")
+@staff_required
+def export_invoices() -> Response:
+    """Every invoice matching the list's filters (not just the page shown), streamed."""
+    now = _now()
+    filters = parse_invoice_filters(request.args)
+    if filters.client_id:
+        clients.get_client(current_user, filters.client_id)  # another organization's client: 404
+    return _csv_response(queries.iter_invoices(current_user, filters, now=now), _today(now))
+
+
+def _back_to_list() -> str:
+    """Where the bulk form came from (the list with its filters), never another site."""
+    parts = urlsplit(request.referrer or "")
+    if parts.path == url_for("admin.invoices") and parts.netloc in ("", request.host):
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return url_for("admin.invoices")
+
+
+@bp.post("/invoices/bulk")
+@staff_required
+def bulk_invoices() -> ResponseReturnValue:
+    """Bulk actions from the list's checkboxes (a plain form POST; works without JavaScript)."""
+    now, form = _now(), parse_bulk(request.form)
+    if form.errors:
+        flash(" ".join(form.errors), "error")
+        return redirect(_back_to_list(), code=303)
+    if queries.visible_invoice_ids(current_user, form.ids) != form.ids:
+        abort(404)  # any invoice of another organization in the selection: nothing is done
+    if form.action == "export":
+        rows = db.session.execute(select(Invoice).where(Invoice.id.in_(form.ids)).options(
+            joinedload(Invoice.client)).order_by(Invoice.issue_date.desc(), Invoice.id.desc())).scalars()
+        return _csv_response(rows, _today(now))
+    try:
+        result = _run_bulk(form, now)
+    except DomainError as exc:
+        flash(str(exc), "error")
+        return redirect(_back_to_list(), code=303)
+    flash(result.summary() + ".", "success" if not result.skipped else "warning")
+    for row in result.skipped[:20]:
+        flash(f"{row.label}: {row.reason}", "detail")
+    return redirect(_back_to_list(), code=303)
+
+
+def _run_bulk(form: Any, now: datetime) -> bulk.BulkResult:
+    actor = _actor()
+    if form.action == "send":
+        return bulk.bulk_send(form.ids, config=_mail_config(), actor=actor, now=now, batch_key=form.batch_key)
+    if form.action == "remind":
+        return bulk.bulk_remind(form.ids, config=_mail_config(), actor=actor, now=now)
+    if form.action == "mark_paid":
+        return bulk.bulk_mark_paid(form.ids, method=form.method, paid_on=_today(now), reference=form.reference,
+                                   batch_key=form.batch_key, actor=actor, now=now)
+    return bulk.bulk_void(form.ids, reason=form.reason, actor=actor, now=now)
+
+
+# --- the editor ------------------------------------------------------------------------------------------
+
+
+def _editor_client(editor: InvoiceEditor) -> Client | None:
+    if not editor.client_id.isdigit():
+        return None
+    try:
+        client = clients.get_client(current_user, int(editor.client_id))
+    except DomainError:
+        return None
+    return client if client.archived_at is None else None
+
+
+def _editor_page(editor: InvoiceEditor, *, invoice: Invoice | None = None, block: str | None = None,
+                 status: int = 200, oob: bool = False) -> ResponseReturnValue:
+    client = _editor_client(editor)
+    org = client.organization if client else (invoice.organization if invoice else _acting_org())
+    fallback = org.default_currency if org else "USD"
+    totals, currency = editor.preview(client=client, fallback_currency=fallback)
+    context: dict[str, Any] = dict(editor=editor, invoice=invoice, client=client, totals=totals, currency=currency,
+                                   oob=oob, action_url=url_for("admin.edit_invoice", invoice_id=invoice.id)
+                                   if invoice else url_for("admin.new_invoice"))
+    if block in (None, "editor"):
+        context.update(
+            client_options=clients.client_choices(current_user, q=editor.client_search,
+                                                  selected_id=client.id if client else None),
+            currencies=currency_choices(editor.currency, client.currency if client else None, fallback),
+        )
+    return render(TEMPLATE_EDITOR, block, **context), status
+
+
+def _save_draft(editor: InvoiceEditor, invoice: Invoice | None) -> ResponseReturnValue:
+    """Parse, then create or update through the service (atomic); errors are shown inline, 422."""
+    client = _editor_client(editor)
+    org = client.organization if client else _acting_org()
+    data = editor.parse(client=client, fallback_currency=org.default_currency if org else "USD")
+    if data is None or org is None:
+        return _editor_page(editor, invoice=invoice, status=422)
+    try:
+        if invoice is None:
+            invoice = create_draft(org, data, actor=_actor(), now=_now())
+        else:
+            invoice = update_draft(invoice.id, invoice.organization, data, actor=_actor(), now=_now())
+    except DomainError as exc:
+        editor.form_error = str(exc)
+        return _editor_page(editor, invoice=invoice, status=422)
+    flash(f"Draft saved: {format_money(invoice.total, invoice.currency)}.", "success")
+    return _to_detail(invoice.id)
+
+
+def _editor_op(editor: InvoiceEditor, op: str, invoice: Invoice | None) -> ResponseReturnValue:
+    client = _editor_client(editor)
+    org = client.organization if client else (invoice.organization if invoice else _acting_org())
+    block = editor.apply(op, terms_days=org.payment_terms_days if org else 30, client=client)
+    return _editor_page(editor, invoice=invoice, block=block, oob=block == "totals")
+
+
+@bp.route("/invoices/new", methods=["GET", "POST"])
+@staff_required
+def new_invoice() -> ResponseReturnValue:
+    if request.method == "GET":
+        client = clients.get_client(current_user, int(request.args["client"])) \
+            if request.args.get("client", "").isdigit() else None
+        org = client.organization if client else _acting_org()
+        return _editor_page(InvoiceEditor.blank(org, _today(_now(), org), client))
+    editor, op = InvoiceEditor.from_form(request.form), request.form.get("op", "save")
+    return _save_draft(editor, None) if op == "save" else _editor_op(editor, op, None)
+
+
+@bp.post("/invoices/preview")
+@staff_required
+def preview_invoice() -> ResponseReturnValue:
+    """Live editor updates over HTMX: totals on every keystroke (from services.totals.compute_totals, the code
+    that stores them), the due date when the issue date changes, the lines when one is added or moved."""
+    return _editor_op(InvoiceEditor.from_form(request.form), request.form.get("op", "totals"), None)
+
+
+@bp.route("/invoices/<int:invoice_id>/edit", methods=["GET", "POST"])
+@staff_required
+def edit_invoice(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    if not invoice.is_editable:
+        return _detail_page(invoice, status=409, error=(
+            f"Invoice {sending.invoice_label(invoice)} is {invoice.status}; only drafts can be edited. "
+            "Void it, or duplicate it into a new draft."))
+    if request.method == "GET":
+        return _editor_page(InvoiceEditor.from_invoice(invoice), invoice=invoice)
+    editor, op = InvoiceEditor.from_form(request.form), request.form.get("op", "save")
+    return _save_draft(editor, invoice) if op == "save" else _editor_op(editor, op, invoice)
+
+
+# --- the invoice page ------------------------------------------------------------------------------------
+
+
+def _detail_page(invoice: Invoice, *, status: int = 200, error: str = "", **forms: Any) -> ResponseReturnValue:
+    now = _now()
+    today = local_today(invoice.organization, now)
+    config = current_app.config
+    pay_link = link_for(invoice, secret_key=config["SECRET_KEY"], base_url=config["BASE_URL"]) \
+        if invoice.status == "open" else None
+    payment_form = forms.get("payment_form") or PaymentForm(
+        currency=invoice.currency, formdata=None, prefix="payment", method="bank_transfer", paid_on=today,
+        amount=format_plain(max(invoice.total - invoice.amount_paid, 0), invoice.currency),
+        idempotency_key=uuid.uuid4().hex)
+    response = current_app.make_response((render(
+        TEMPLATE_DETAIL, None, invoice=invoice, today=today, timeline=_timeline(invoice), pay_link=pay_link,
+        error=error, payment_form=payment_form,
+        void_form=forms.get("void_form") or VoidForm(formdata=None, prefix="void"),
+        send_form=forms.get("send_form") or SendForm(formdata=None, prefix="send", key=uuid.uuid4().hex),
+        methods=METHOD_LABELS,
+        has_pdf="admin.invoice_pdf" in current_app.view_functions,
+    ), status))
+    if status >= 400:  # a boosted form POST that failed: keep the address bar on the invoice, not the action
+        response.headers["HX-Push-Url"] = url_for("admin.invoice", invoice_id=invoice.id)
+    return response
+
+
+def _timeline(invoice: Invoice) -> list[tuple[datetime, str, Any]]:
+    """The invoice's audit events (created, sent, delivered, viewed, paid, reminded...) and its emails still
+    waiting in the outbox, in one time line."""
+    entries: list[tuple[datetime, str, Any]] = [(e.created_at, "event", e) for e in queries.timeline(invoice)]
+    # Delivery and failure are audit events of their own; an email still waiting shows as such.
+    waiting = [m for m in queries.invoice_emails(invoice) if m.status not in ("sent", "failed")]
+    entries += [(m.created_at, "email", m) for m in waiting]
+    return sorted(entries, key=lambda entry: entry[0])
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@staff_required
+def invoice(invoice_id: int) -> ResponseReturnValue:
+    return _detail_page(queries.get_invoice_detail(current_user, invoice_id))
+
+
+@bp.post("/invoices/<int:invoice_id>/send")
+@staff_required
+def send_invoice(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    form = SendForm(prefix="send")  # each form of the invoice page has its own prefix: unique ids
+    if not form.validate_on_submit():
+        return _detail_page(invoice, status=422, send_form=form)
+    config = _mail_config()
+    try:
+        sent = sending.send_invoice(invoice.id, actor=_actor(), now=_now(), base_url=config.base_url,
+                                    secret_key=config.secret_key, default_sender=config.mail_sender,
+                                    expiry_days=config.paylink_expiry_days, rotate_link=bool(form.rotate_link.data),
+                                    to=form.to.data or None, request_key=form.key.data)
+    except DomainError as exc:
+        return _detail_page(invoice, status=422, error=str(exc), send_form=form)
+    rotated = " with a new pay link" if form.rotate_link.data and sent.sent_count > 1 else ""
+    flash(f"Invoice {sent.number} queued for email{rotated}.", "success")
+    return _to_detail(invoice.id)
+
+
+@bp.post("/invoices/<int:invoice_id>/remind")
+@staff_required
+def remind_invoice(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    config = _mail_config()
+    try:
+        email = sending.send_reminder(invoice.id, actor=_actor(), now=_now(), base_url=config.base_url,
+                                      secret_key=config.secret_key, default_sender=config.mail_sender,
+                                      expiry_days=config.paylink_expiry_days)
+    except DomainError as exc:
+        return _detail_page(invoice, status=422, error=str(exc))
+    flash(f"Reminder queued to {email.to_addr}." if email else "A reminder already went out today.",
+          "success" if email else "warning")
+    return _to_detail(invoice.id)
+
+
+@bp.post("/invoices/<int:invoice_id>/finalize")
+@staff_required
+def finalize(invoice_id: int) -> ResponseReturnValue:
+    """Assign the number and open the invoice without emailing it (e.g. it goes out by post)."""
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    try:
+        done = finalize_invoice(invoice.id, actor=_actor(), now=_now(),
+                                expiry_days=current_app.config["PAYLINK_EXPIRY_DAYS"])
+    except DomainError as exc:
+        return _detail_page(invoice, status=422, error=str(exc))
+    flash(f"Invoice {done.number} is open. It was not emailed.", "success")
+    return _to_detail(invoice.id)
+
+
+@bp.post("/invoices/<int:invoice_id>/payments")
+@staff_required
+def record_payment(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    form = PaymentForm(currency=invoice.currency, prefix="payment")
+    if not form.validate_on_submit():
+        return _detail_page(invoice, status=422, payment_form=form)
+    try:
+        result = record_manual_payment(
+            invoice.id, amount=form.amount_minor, method=form.method.data or "", paid_on=form.paid_on.data,
+            reference=form.reference.data or "", actor=_actor(), now=_now(),
+            idempotency_key=f"manual:{invoice.id}:{form.idempotency_key.data}")
+    except DomainError as exc:  # overpaid, partial not allowed, void or paid meanwhile
+        form.amount.errors = [*form.amount.errors, str(exc)]
+        return _detail_page(invoice, status=422, payment_form=form, error=str(exc))
+    _close_checkouts(invoice.id)
+    amount = format_money(result.payment.amount, result.payment.currency)
+    flash(f"Payment of {amount} recorded." if result.created else "That payment was already recorded.", "success")
+    return _to_detail(invoice.id)
+
+
+def _close_checkouts(invoice_id: int) -> None:
+    """DESIGN rule 4: once paid or void by hand, the invoice's open checkouts are expired at the provider
+    (after the commit, best effort; `flask billing reconcile` catches what this misses)."""
+    checkout.expire_stale_sessions(invoice_id, gateway=current_gateway(), site=_mail_config(), now=_now())
+
+
+@bp.post("/invoices/<int:invoice_id>/void")
+@staff_required
+def void(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    form = VoidForm(prefix="void")
+    if not form.validate_on_submit():
+        return _detail_page(invoice, status=422, void_form=form)
+    try:
+        void_invoice(invoice.id, reason=form.reason.data or "", actor=_actor(), now=_now())
+    except DomainError as exc:
+        return _detail_page(invoice, status=422, error=str(exc), void_form=form)
+    _close_checkouts(invoice.id)
+    flash(f"Invoice {invoice.number} is void; its pay link no longer works.", "success")
+    return _to_detail(invoice.id)
+
+
+@bp.post("/invoices/<int:invoice_id>/duplicate")
+@staff_required
+def duplicate(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice(current_user, invoice_id)
+    copy = duplicate_invoice(invoice.id, invoice.organization, actor=_actor(), now=_now())
+    flash(f"New draft copied from {sending.invoice_label(invoice)}: check the dates and lines.", "success")
+    return redirect(url_for("admin.edit_invoice", invoice_id=copy.id), code=303)
+
+
+@bp.post("/invoices/<int:invoice_id>/delete")
+@staff_required
+def delete(invoice_id: int) -> ResponseReturnValue:
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    try:
+        delete_draft(invoice.id, invoice.organization, actor=_actor(), now=_now())
+    except DomainError as exc:
+        return _detail_page(invoice, status=422, error=str(exc))
+    flash(f"Draft #{invoice_id} deleted.", "success")
+    return redirect(url_for("admin.invoices"), code=303)

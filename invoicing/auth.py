@@ -1,0 +1,56 @@
+"""Flask-Login wiring: staff users and (later) portal contacts share one loader, told apart by prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, abort
+from flask_login import current_user
+
+from invoicing.extensions import db, login_manager
+from invoicing.models import User
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def init_app(app: Flask) -> None:
+    login_manager.login_view = "admin.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.session_protection = "strong"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    kind, _, ident = user_id.partition(":")
+    if kind == "user" and ident.isdigit():
+        user = db.session.get(User, int(ident))
+        return user if user is not None and user.active else None
+    return None
+
+
+def staff_required(view: F) -> F:
+    """Logged-in staff only; anyone else is sent to the admin login."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated or not isinstance(current_user._get_current_object(), User):
+            return login_manager.unauthorized()
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def role_required(*roles: str) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        @wraps(view)
+        @staff_required
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if current_user.role not in roles and not current_user.is_superadmin:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator

@@ -1,0 +1,95 @@
+"""Operator commands: `flask create-admin`, `flask demo`, and one group per scheduler job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import UTC, datetime
+
+import click
+from flask import Flask, current_app
+from flask_migrate import upgrade
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.jobs import load_jobs, run_job
+from invoicing.models import Organization
+from invoicing.services import DomainError
+from invoicing.services.audit import Actor
+from invoicing.services.demo import DEMO_EMAIL, DEMO_PASSWORD, load_demo
+from invoicing.services.users import create_organization, create_user
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(create_admin)
+    app.cli.add_command(demo)
+    app.cli.add_command(billing)
+
+
+class _JobGroup(click.Group):
+    """`flask billing <job> [--dry-run]`: one command per scheduler job (jobs.JOB_MODULES), for cron users."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(load_jobs())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        job = load_jobs().get(name)
+        if job is None:
+            return None
+
+        @click.command(name, help=(job.run.__doc__ or "").strip().splitlines()[0] if job.run.__doc__ else None)
+        @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+        def command(dry_run: bool) -> None:
+            outcome = run_job(name, now=datetime.now(UTC), dry_run=dry_run, force=True)
+            click.echo(outcome if outcome is not None else f"{name}: another process is running it right now")
+
+        return command
+
+
+@click.group("billing", cls=_JobGroup)
+def billing() -> None:
+    """Scheduler jobs, runnable by hand or from cron."""
+
+
+@click.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--password", required=True, help="At least 10 characters.")
+@click.option("--superadmin", is_flag=True, help="Sees every organization.")
+@click.option("--org", "org_name", help="Organization name (created if missing).")
+def create_admin(email: str, password: str, superadmin: bool, org_name: str | None) -> None:
+    """Create a staff admin (or superadmin) user."""
+    now = datetime.now(UTC)
+    actor = Actor.system("cli")
+    org = None
+    try:
+        if org_name:
+            org = db.session.execute(select(Organization).where(Organization.name == org_name)).scalar_one_or_none()
+            org = org or create_organization(org_name, now=now, actor=actor)
+        elif not superadmin:
+            raise DomainError("Give --org NAME (or --superadmin).")
+        user = create_user(email, password, role="superadmin" if superadmin else "admin", organization=org,
+                           now=now, actor=actor, hash_method=current_app.config["PASSWORD_HASH_METHOD"])
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created {user.role} {user.email}" + (f" in {org.name}" if org else ""))
+
+
+@click.command("demo")
+@click.option("--serve", is_flag=True, help="Then serve the app with gunicorn and the scheduler on.")
+@click.option("--port", default=5000, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+def demo(serve: bool, port: int, workers: int) -> None:
+    """Migrate the database, load demo data once, print the login (and serve)."""
+    upgrade(revision="heads")
+    org = load_demo(now=datetime.now(UTC), hash_method=current_app.config["PASSWORD_HASH_METHOD"])
+    click.echo("Demo data loaded." if org else "Demo data already present.")
+    click.echo(f"\n  Log in at {current_app.config['BASE_URL']}/admin/login\n"
+               f"  email:    {DEMO_EMAIL}\n  password: {DEMO_PASSWORD}\n")
+    if serve:
+        db.session.remove()
+        gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
+        os.environ.setdefault("SCHEDULER_ENABLED", "1")
+        os.execv(gunicorn, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                            "--no-control-socket", "--access-logfile", "-",
+                            "--logger-class", "invoicing.logredact.RedactingGunicornLogger", "wsgi:app"])

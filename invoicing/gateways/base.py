@@ -1,0 +1,311 @@
+"""What the app needs from a payment provider, and the small result types it gets back.
+
+Two implementations: gateways/stripe.py (the only module that imports `stripe`) and gateways/sandbox.py (a
+provider inside the app for demos and trials). Amounts in and out of a gateway are our integer minor units
+(ISO 4217 precision from Babel); a gateway converts at its own boundary. Provider events are Stripe-shaped
+JSON for both, normalized here into `Event` with typed views of its object.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from invoicing.money import format_money
+
+# Stripe takes card amounts in these 3-decimal currencies only in steps of 10 minor units (the last digit 0).
+TEN_STEP_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+
+class GatewayError(Exception):
+    """The provider refused or could not be reached. `message` is safe to show; `retryable` means the same
+    request (with the same idempotency key) may succeed later."""
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+
+
+class CardDeclined(GatewayError):
+    """The card was refused when charged (off-session); `code` is the decline code."""
+
+
+class SignatureError(Exception):
+    """A webhook whose signature is missing, wrong, or older than the tolerance."""
+
+
+def check_chargeable(amount: int, currency: str) -> None:
+    """Refuse amounts a card provider cannot take exactly (we never round money silently)."""
+    if amount <= 0:
+        raise GatewayError("The amount must be above zero.")
+    if currency.upper() in TEN_STEP_CURRENCIES and amount % 10:
+        raise GatewayError(
+            f"Cards take {currency.upper()} amounts in steps of {format_money(10, currency.upper())}: "
+            f"{format_money(amount, currency.upper())} cannot be charged by card. "
+            "Ask the sender for an amount that ends in 0, or pay another way.",
+            code="amount_not_chargeable",
+        )
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    amount: int  # minor units
+    currency: str
+    product_name: str
+    success_url: str  # may contain {CHECKOUT_SESSION_ID}
+    cancel_url: str
+    idempotency_key: str
+    metadata: Mapping[str, str]
+    customer_id: str | None = None
+    customer_email: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    id: str
+    url: str | None  # only while open
+    status: str  # open, complete, expired
+    payment_status: str  # paid, unpaid, no_payment_required
+    amount: int
+    currency: str
+    payment_intent_id: str | None
+    metadata: Mapping[str, str]
+    expires_at: datetime | None = None
+    customer_id: str | None = None
+    payer_email: str | None = None
+
+    @property
+    def invoice_id(self) -> int | None:
+        return _int(self.metadata.get("invoice_id"))
+
+
+@dataclass(frozen=True)
+class PaymentIntentInfo:
+    id: str
+    amount: int
+    currency: str
+    status: str  # succeeded, processing, requires_payment_method, requires_action, canceled, ...
+    metadata: Mapping[str, str]
+    charge_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+    @property
+    def invoice_id(self) -> int | None:
+        return _int(self.metadata.get("invoice_id"))
+
+
+@dataclass(frozen=True)
+class RefundInfo:
+    id: str
+    amount: int
+    currency: str
+    status: str = "succeeded"
+    charge_id: str | None = None
+    payment_intent_id: str | None = None
+    reason: str = ""  # what staff wrote (metadata.reason)
+
+
+@dataclass(frozen=True)
+class ChargeInfo:
+    id: str
+    payment_intent_id: str | None
+    amount: int
+    amount_refunded: int
+    currency: str
+    metadata: Mapping[str, str]
+    refunds: tuple[RefundInfo, ...] = ()
+
+    @property
+    def invoice_id(self) -> int | None:
+        return _int(self.metadata.get("invoice_id"))
+
+
+@dataclass(frozen=True)
+class DisputeInfo:
+    id: str
+    charge_id: str | None
+    payment_intent_id: str | None
+    amount: int
+    currency: str
+    reason: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """Outcome of an off-session charge. A decline is an outcome (status failed), not an exception."""
+
+    payment_intent_id: str | None
+    status: str  # succeeded, processing, requires_action, failed
+    amount: int
+    currency: str
+    charge_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+AmountConverter = Any  # Callable[[int, str], int]: provider units -> our minor units
+
+
+@dataclass(frozen=True)
+class Event:
+    """A verified provider event. `object` is the provider's JSON for the thing the event is about."""
+
+    provider: str
+    id: str
+    type: str
+    created: datetime
+    object: Mapping[str, Any]
+    to_minor: AmountConverter = field(default=lambda amount, currency: amount, repr=False, compare=False)
+
+    def checkout(self) -> Checkout:
+        return checkout_from(self.object, self.to_minor)
+
+    def payment_intent(self) -> PaymentIntentInfo:
+        return payment_intent_from(self.object, self.to_minor)
+
+    def charge(self) -> ChargeInfo:
+        return charge_from(self.object, self.to_minor)
+
+    def dispute(self) -> DisputeInfo:
+        obj, currency = self.object, str(self.object.get("currency") or "").upper()
+        return DisputeInfo(
+            id=str(obj["id"]), charge_id=_id(obj.get("charge")), payment_intent_id=_id(obj.get("payment_intent")),
+            amount=self.to_minor(int(obj.get("amount") or 0), currency), currency=currency,
+            reason=str(obj.get("reason") or ""), status=str(obj.get("status") or ""),
+        )
+
+
+def event_from_payload(provider: str, payload: Mapping[str, Any], to_minor: AmountConverter | None = None) -> Event:
+    """Normalize a Stripe-shaped event dict; raises ValueError when it is not one."""
+    try:
+        obj = payload["data"]["object"]
+        if not isinstance(obj, Mapping):
+            raise TypeError("data.object is not an object")
+        return Event(
+            provider=provider, id=str(payload["id"]), type=str(payload["type"]),
+            created=datetime.fromtimestamp(int(payload.get("created") or 0), UTC), object=obj,
+            **({"to_minor": to_minor} if to_minor else {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a provider event: {exc}") from None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _id(value: Any) -> str | None:
+    """An id, or the id of an expanded object."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return str(value) if value else None
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _meta(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def checkout_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> Checkout:
+    currency = str(obj.get("currency") or "").upper()
+    details = obj.get("customer_details") or {}
+    return Checkout(
+        id=str(obj["id"]), url=obj.get("url"), status=str(obj.get("status") or ""),
+        payment_status=str(obj.get("payment_status") or ""),
+        amount=to_minor(int(obj.get("amount_total") or 0), currency), currency=currency,
+        payment_intent_id=_id(obj.get("payment_intent")), metadata=_meta(obj.get("metadata")),
+        expires_at=_ts(obj.get("expires_at")), customer_id=_id(obj.get("customer")),
+        payer_email=details.get("email") or obj.get("customer_email"),
+    )
+
+
+def payment_intent_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> PaymentIntentInfo:
+    currency = str(obj.get("currency") or "").upper()
+    error = obj.get("last_payment_error") or {}
+    return PaymentIntentInfo(
+        id=str(obj["id"]), amount=to_minor(int(obj.get("amount") or 0), currency), currency=currency,
+        status=str(obj.get("status") or ""), metadata=_meta(obj.get("metadata")),
+        charge_id=_id(obj.get("latest_charge")),
+        failure_code=error.get("decline_code") or error.get("code"), failure_message=error.get("message"),
+    )
+
+
+def charge_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> ChargeInfo:
+    currency = str(obj.get("currency") or "").upper()
+    refunds = tuple(
+        RefundInfo(id=str(r["id"]), amount=to_minor(int(r.get("amount") or 0), currency), currency=currency,
+                   status=str(r.get("status") or "succeeded"), charge_id=str(obj["id"]),
+                   payment_intent_id=_id(obj.get("payment_intent")),
+                   reason=str((r.get("metadata") or {}).get("reason") or ""))
+        for r in ((obj.get("refunds") or {}).get("data") or [])
+    )
+    return ChargeInfo(
+        id=str(obj["id"]), payment_intent_id=_id(obj.get("payment_intent")),
+        amount=to_minor(int(obj.get("amount") or 0), currency),
+        amount_refunded=to_minor(int(obj.get("amount_refunded") or 0), currency), currency=currency,
+        metadata=_meta(obj.get("metadata")), refunds=refunds,
+    )
+
+
+class Gateway(ABC):
+    """A payment provider. Calls go over the network (or to the sandbox's tables): never call one while
+    holding a database row lock; pass an idempotency key to everything that creates or moves money."""
+
+    name: str  # stored as CheckoutSession.provider and WebhookEvent.provider
+    method: str  # Payment.method of what it collects
+    signature_header: str
+
+    def check_amount(self, amount: int, currency: str) -> None:
+        check_chargeable(amount, currency)
+
+    @abstractmethod
+    def create_customer(self, *, name: str, email: str | None, metadata: Mapping[str, str],
+                        idempotency_key: str) -> str | None:
+        """A provider customer id to reuse on later checkouts, or None if the provider keeps none."""
+
+    @abstractmethod
+    def create_checkout(self, request: CheckoutRequest) -> Checkout: ...
+
+    @abstractmethod
+    def retrieve_checkout(self, session_id: str) -> Checkout: ...
+
+    @abstractmethod
+    def expire_checkout(self, session_id: str) -> Checkout:
+        """Expire an open session; a session that is no longer open is returned as it is (no error)."""
+
+    @abstractmethod
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentInfo: ...
+
+    @abstractmethod
+    def retrieve_charge(self, charge_id: str) -> ChargeInfo:
+        """The charge with its refunds listed (Stripe webhooks since API 2022-11-15 leave them out)."""
+
+    @abstractmethod
+    def refund(self, *, amount: int, currency: str, idempotency_key: str, payment_intent_id: str | None = None,
+               charge_id: str | None = None, reason: str = "") -> RefundInfo: ...
+
+    @abstractmethod
+    def charge_off_session(self, *, customer_id: str, payment_method_id: str, amount: int, currency: str,
+                           idempotency_key: str, metadata: Mapping[str, str]) -> ChargeResult: ...
+
+    @abstractmethod
+    def parse_event(self, raw: bytes, signature: str | None) -> Event:
+        """Verify the signature over the raw body (SignatureError if bad or too old) and normalize it."""
+
+    @abstractmethod
+    def event_from_payload(self, payload: Mapping[str, Any]) -> Event:
+        """Normalize an event already verified and stored (re-applying from the inbox)."""

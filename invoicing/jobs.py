@@ -1,0 +1,138 @@
+"""Scheduler ticks and the lease that makes each job slot run exactly once across workers (DESIGN rule 3).
+
+APScheduler only ticks; the truth is the JobRun row. A tick reads the job's lease row FOR UPDATE SKIP LOCKED
+(SQLite: the transaction already holds the write lock), skips a slot already done, and records the slot in
+the same transaction as the job's bookkeeping. Work that talks to the network claims its own rows first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from invoicing.extensions import db
+from invoicing.models import JobRun
+from invoicing.services.db import atomic, begin_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every_seconds: int
+    run: Callable[[datetime, bool], str]  # (now, dry_run) -> outcome summary
+
+
+JOBS: dict[str, Job] = {}
+
+# Modules that register jobs with @register; imported by load_jobs() (scheduler start and the CLI).
+JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile")
+
+
+def load_jobs() -> dict[str, Job]:
+    for module in JOB_MODULES:
+        importlib.import_module(module)
+    return JOBS
+
+
+JobFn = Callable[[datetime, bool], str]
+
+
+def register(name: str, every_seconds: int) -> Callable[[JobFn], JobFn]:
+    def decorator(fn: JobFn) -> JobFn:
+        JOBS[name] = Job(name, every_seconds, fn)
+        return fn
+
+    return decorator
+
+
+def slot_of(now: datetime, every_seconds: int) -> datetime:
+    stamp = int(now.timestamp())
+    return datetime.fromtimestamp(stamp - stamp % every_seconds, UTC)
+
+
+def claim_slot(name: str, *, now: datetime, every_seconds: int) -> bool:
+    """Take this slot of the job for this process, or return False if another took it (or it is done)."""
+    slot = slot_of(now, every_seconds)
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    try:
+        begin_write()
+        db.session.execute(insert(JobRun).values(name=name, last_outcome="").on_conflict_do_nothing())
+        lease = db.session.execute(
+            select(JobRun).where(JobRun.name == name).with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+        if lease is None or (lease.last_slot is not None and lease.last_slot >= slot):
+            db.session.rollback()
+            return False
+        lease.last_slot = slot
+        lease.last_started_at = now
+        db.session.commit()
+        return True
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def finish(name: str, *, now: datetime, outcome: str, error: str | None = None) -> None:
+    with atomic():
+        lease = db.session.get(JobRun, name)
+        if lease is None:
+            return
+        lease.last_outcome = outcome[:2000]
+        lease.last_error = error
+        if error is None:
+            lease.last_success_at = now
+
+
+def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = False) -> str | None:
+    """Run one job's current slot if no other process has; None when the slot was already taken.
+
+    `force` (the CLI without --dry-run) still records the run but does not skip a slot already done:
+    work rows carry their own claims, so running early is safe.
+    """
+    job = JOBS[name]
+    if dry_run:
+        return job.run(now, True)
+    if not claim_slot(name, now=now, every_seconds=1 if force else job.every_seconds):
+        return None
+    try:
+        outcome = job.run(now, False)
+    except Exception as exc:  # a failing job is recorded and retried next slot; the scheduler lives on
+        db.session.rollback()
+        log.exception("job %s failed", name)
+        finish(name, now=now, outcome="failed", error=f"{exc.__class__.__name__}: {exc}")
+        raise
+    finish(name, now=now, outcome=outcome)
+    return outcome
+
+
+def tick(app: Flask, name: str) -> None:
+    with app.app_context():
+        try:
+            run_job(name, now=datetime.now(UTC))
+        except Exception:  # noqa: BLE001 - already logged and recorded on the lease row
+            pass
+        finally:
+            db.session.remove()
+
+
+def start_scheduler(app: Flask) -> object:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+    for job in load_jobs().values():
+        scheduler.add_job(tick, "interval", seconds=job.every_seconds, args=(app, job.name), id=job.name,
+                          misfire_grace_time=job.every_seconds)
+    scheduler.start()
+    log.info("scheduler started with jobs: %s", ", ".join(JOBS) or "none")
+    return scheduler

@@ -1,0 +1,492 @@
+"""SQLAlchemy models: the nouns of DESIGN.md. Money columns are integer minor units beside a currency."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from invoicing.extensions import db
+
+if TYPE_CHECKING:
+    from invoicing.extensions import Base as Model
+else:
+    Model = db.Model
+
+MILLI = Decimal(1000)
+
+
+def _plain(value: Decimal) -> Decimal:
+    """Drop trailing zeros without switching to exponent form: 10.000 -> 10, 2.500 -> 2.5 (never 1E+1)."""
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(16)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (naive storage) and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Organization(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    address: Mapped[str] = mapped_column(Text, default="")
+    sender_email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str] = mapped_column(String(50), default="")
+    website: Mapped[str] = mapped_column(String(200), default="")
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary)
+    logo_mime: Mapped[str | None] = mapped_column(String(50))
+    brand_color: Mapped[str] = mapped_column(String(7), default="#1f4e79")
+    accent_color: Mapped[str] = mapped_column(String(7), default="#f2a900")
+    default_currency: Mapped[str] = mapped_column(String(3), default="USD")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    number_format: Mapped[str] = mapped_column(String(64), default="{year}-{seq:04d}")
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=30)
+    allow_partial_payments: Mapped[bool] = mapped_column(Boolean, default=False)
+    min_partial_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    payment_instructions: Mapped[str] = mapped_column(Text, default="")
+    reminder_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Organization {self.slug}>"
+
+
+ROLES = ("superadmin", "admin", "staff")
+
+
+class User(UserMixin, Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20), default="staff")
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organization.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    organization: Mapped[Organization | None] = relationship()
+
+    __table_args__ = (CheckConstraint("role IN ('superadmin', 'admin', 'staff')", name="role"),)
+
+    def get_id(self) -> str:
+        # Prefixed so staff and portal contacts can share Flask-Login's single user loader.
+        return f"user:{self.id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_superadmin(self) -> bool:
+        return self.role == "superadmin"
+
+
+class Client(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), default="")
+    address: Mapped[str] = mapped_column(Text, default="")
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    autopay_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    autopay_payment_method: Mapped[str | None] = mapped_column(String(255))
+    autopay_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+    contacts: Mapped[list[Contact]] = relationship(back_populates="client", order_by="Contact.id")
+
+    __table_args__ = (Index("ix_client_org_name", "organization_id", "name"),)
+
+
+class Contact(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254))
+    portal_access: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    client: Mapped[Client] = relationship(back_populates="contacts")
+
+    __table_args__ = (UniqueConstraint("client_id", "email"),)
+
+
+INVOICE_STATUSES = ("draft", "open", "processing", "paid", "void")
+
+
+class Invoice(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    number: Mapped[str | None] = mapped_column(String(64))
+    number_year: Mapped[int | None] = mapped_column(Integer)
+    number_seq: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    currency: Mapped[str] = mapped_column(String(3))
+    issue_date: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date] = mapped_column(Date)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    project_ref: Mapped[str] = mapped_column(String(120), default="")
+    discount_kind: Mapped[str | None] = mapped_column(String(10))
+    discount_value: Mapped[int] = mapped_column(BigInteger, default=0)
+    subtotal: Mapped[int] = mapped_column(BigInteger, default=0)
+    discount_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)  # succeeded payments minus refunds
+    link_version: Mapped[int] = mapped_column(Integer, default=1)
+    link_expires_on: Mapped[date | None] = mapped_column(Date)
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    view_count: Mapped[int] = mapped_column(Integer, default=0)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    void_reason: Mapped[str] = mapped_column(Text, default="")
+    disputed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+    client: Mapped[Client] = relationship()
+    contact: Mapped[Contact | None] = relationship()
+    lines: Mapped[list[LineItem]] = relationship(
+        back_populates="invoice", order_by="LineItem.position", cascade="all, delete-orphan"
+    )
+    payments: Mapped[list[Payment]] = relationship(back_populates="invoice", order_by="Payment.id")
+
+    __table_args__ = (
+        CheckConstraint("status IN ('draft', 'open', 'processing', 'paid', 'void')", name="status"),
+        CheckConstraint("amount_paid >= 0", name="amount_paid_not_negative"),
+        UniqueConstraint("organization_id", "number"),
+        UniqueConstraint("organization_id", "number_year", "number_seq"),
+        Index("ix_invoice_org_status_due", "organization_id", "status", "due_date"),
+        Index("ix_invoice_org_issue", "organization_id", "issue_date", "id"),
+    )
+
+    @property
+    def amount_due(self) -> int:
+        return max(self.total - self.amount_paid, 0) if self.status in ("open", "processing") else 0
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == "draft"
+
+    def is_overdue(self, today: date) -> bool:
+        return self.status == "open" and self.due_date < today
+
+    def badges(self, today: date) -> list[str]:
+        """The stored status plus the derived ones a person looks for (sent, viewed, partial, overdue)."""
+        badges = [self.status]
+        if self.status in ("open", "processing"):
+            if self.sent_at:
+                badges.append("sent")
+            if self.viewed_at:
+                badges.append("viewed")
+            if self.amount_paid > 0:
+                badges.append("partial")
+            if self.is_overdue(today):
+                badges.append("overdue")
+        if self.disputed_at:
+            badges.append("disputed")
+        return badges
+
+
+class LineItem(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str] = mapped_column(Text)
+    # Decimals kept as integer thousandths: exact on every database, no float anywhere.
+    quantity_milli: Mapped[int] = mapped_column(BigInteger, default=1000)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    tax_rate_milli: Mapped[int] = mapped_column(Integer, default=0)  # percent x 1000
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    discount: Mapped[int] = mapped_column(BigInteger, default=0)  # this line's share of the invoice discount
+    tax: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+    @property
+    def quantity(self) -> Decimal:
+        return _plain(Decimal(self.quantity_milli) / MILLI)
+
+    @property
+    def tax_rate(self) -> Decimal:
+        return _plain(Decimal(self.tax_rate_milli) / MILLI)
+
+
+PAYMENT_METHODS = ("card", "sandbox", "cash", "bank_transfer", "cheque", "other")
+MANUAL_METHODS = ("cash", "bank_transfer", "cheque", "other")
+PAYMENT_STATUSES = ("processing", "succeeded", "failed", "refunded", "partially_refunded")
+
+
+class Payment(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    method: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Each provider reference maps to at most one payment: the database guards idempotency.
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    receipt_number: Mapped[str | None] = mapped_column(String(64))
+    paid_on: Mapped[date | None] = mapped_column(Date)
+    succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    overpayment: Mapped[bool] = mapped_column(Boolean, default=False)
+    failure_code: Mapped[str | None] = mapped_column(String(100))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="payments")
+    refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("amount_refunded >= 0 AND amount_refunded <= amount", name="refund_within_amount"),
+    )
+
+
+class Refund(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="succeeded")
+    provider_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    payment: Mapped[Payment] = relationship(back_populates="refunds")
+
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
+class InvoiceCounter(Model):
+    """The last number handed out per organization and year, locked while the next one is taken."""
+
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEvent(Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organization.id"))
+    actor_type: Mapped[str] = mapped_column(String(10))  # user, contact, system
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_label: Mapped[str] = mapped_column(String(254), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_audit_object", "object_type", "object_id", "id"),
+        Index("ix_audit_org_created", "organization_id", "created_at"),
+    )
+
+
+class WebhookEvent(Model):
+    """The inbox: every provider event stored once, applied in a transaction, retried if applying failed."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="received")  # received, processed, failed, ignored
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id"),
+        Index("ix_webhook_event_status", "status", "received_at"),
+    )
+
+
+class OutboxEmail(Model):
+    """An email written in the same transaction as the change that caused it; the deliver job sends it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organization.id"), index=True)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    to_addr: Mapped[str] = mapped_column(String(254))
+    from_addr: Mapped[str] = mapped_column(String(254))
+    reply_to: Mapped[str | None] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(255))
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str] = mapped_column(Text)
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued, sent, failed, held
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class ChargeAttempt(Model):
+    """An autopay attempt, written (with its deterministic idempotency key) before the provider is called."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"))
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("invoice_id", "attempt_number"),)
+
+
+class JobRun(Model):
+    """The lease of one scheduler job: the last slot done, updated in the same transaction as the work."""
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_slot: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outcome: Mapped[str] = mapped_column(Text, default="")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class InvoicePdf(Model):
+    """Rendered PDF bytes per invoice version (WeasyPrint is slow: render once, serve the stored bytes)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(64))  # hash of what the PDF shows
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("invoice_id", "version"),)
+
+
+class CheckoutSession(Model):
+    """A hosted checkout opened for an invoice: reused on a double click, expired when the invoice is paid."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))  # stripe, sandbox
+    session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open, complete, expired
+    url: Mapped[str] = mapped_column(Text)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_checkout_session_open", "invoice_id", "status"),)
+
+
+# --- Sandbox payment provider (issue 4) ------------------------------------------------------------------
+
+
+class SandboxObject(Model):
+    """State of the built-in sandbox provider (used when no Stripe key is set): its checkout sessions,
+    payment intents, refunds and idempotency keys, shaped like Stripe's objects. The provider's side of the
+    world, never our ledger: payments are recorded only from its signed events and lookups, like Stripe's."""
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # cs_sbx_..., pi_sbx_..., idem_...
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_sandbox_object_kind", "kind", "created_at"),)
+
+
+# --- Staff invoicing (issue 3): indexes for the admin invoice list (migration 0003a) ---------------------
+# Each list sort is keyset-paginated on (column, id) within an organization, so each has an index in that
+# order. The two widest carry the columns the filters test (due date, client, number) so that a tab or a
+# search walks the index alone and reads table rows only for the 50 it shows (bench/list_bench.py).
+Index("ix_invoice_org_due_id", Invoice.organization_id, Invoice.due_date, Invoice.id)
+Index("ix_invoice_org_total_id", Invoice.organization_id, Invoice.total, Invoice.id)
+Index("ix_invoice_org_status_issue", Invoice.organization_id, Invoice.status, Invoice.issue_date, Invoice.id,
+      Invoice.due_date, Invoice.client_id, Invoice.number)
+Index("ix_invoice_org_issue_search", Invoice.organization_id, Invoice.issue_date, Invoice.id, Invoice.client_id,
+      Invoice.number)
+Index("ix_invoice_client_issue", Invoice.client_id, Invoice.issue_date, Invoice.id)
+# Covers the derived tabs (sent, viewed, partial) so their counts never read table rows.
+Index("ix_invoice_org_unpaid_flags", Invoice.organization_id, Invoice.status, Invoice.amount_paid,
+      Invoice.viewed_at, Invoice.sent_at)

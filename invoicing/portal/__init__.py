@@ -1,0 +1,7 @@
+"""Client portal: /portal/ (contacts log in to see and pay their company's invoices)."""
+
+from flask import Blueprint
+
+bp = Blueprint("portal", __name__, url_prefix="/portal")
+
+from invoicing.portal import views  # noqa: E402,F401

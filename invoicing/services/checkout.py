@@ -1,0 +1,418 @@
+"""Paying an invoice through a hosted checkout: start or reuse a session, record what the provider says
+through the money door (services/payments.apply_payment), and the follow-ups of a payment (receipt, failure
+email, expiring the invoice's other open sessions).
+
+The return page, the webhook handlers and reconciliation all record a session with `apply_checkout`, so a
+payment is recorded once whichever of them comes first (DESIGN rules 2, 4 and 6). Provider calls are never
+made while the invoice row is locked: the lock is taken before (checks, reuse) and after (recording).
+
+Follow-ups are separate, idempotent transactions after the payment's own: the receipt is an outbox row with
+the dedupe key `receipt:{payment_id}`. A crash between the two is repaired by the caller's retry (a webhook
+stays unprocessed until its follow-ups are done, and is redelivered or re-applied) and by the reconcile job,
+which queues any missing receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayError
+from invoicing.mail import enqueue, render_email, sender_for
+from invoicing.models import CheckoutSession, Client, Invoice, OutboxEmail, Payment
+from invoicing.money import format_money
+from invoicing.services import DomainError, NotFound
+from invoicing.services.audit import Actor, record
+from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.payments import apply_payment
+from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
+
+log = logging.getLogger(__name__)
+
+REUSE_MARGIN = timedelta(minutes=10)  # an open session closer than this to its expiry is not handed out again
+KEY_BUCKET_SECONDS = 3600  # the idempotency key changes every hour, so an old expired session is not replayed
+COUNTED = ("succeeded", "partially_refunded", "refunded")
+PROVIDER_METHODS = ("card", "sandbox")
+WEBHOOK_ACTOR = Actor.system("payment provider")
+RETURN_ACTOR = Actor.system("checkout return page")
+
+
+# --- the pay page -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayPage:
+    invoice: Invoice
+    can_pay: bool
+    min_amount: int  # smallest amount the client may choose (== amount due when partial payments are off)
+    receipt: Payment | None  # the latest succeeded payment, shown instead of the button when paid
+    processing: Payment | None
+    failed_attempt: Payment | None  # the last attempt that did not go through, if nothing succeeded since
+
+
+def pay_page(invoice: Invoice) -> PayPage:
+    payments = list(invoice.payments)
+    counted = [p for p in payments if p.status in COUNTED]
+    last_ok = max((p.id for p in counted), default=0)
+    failed = [p for p in payments if p.status == "failed" and p.id > last_ok]
+    due = invoice.amount_due
+    partial = invoice.organization.allow_partial_payments
+    return PayPage(
+        invoice=invoice,
+        can_pay=invoice.status == "open" and due > 0,
+        min_amount=min(max(invoice.organization.min_partial_amount, 1), due) if partial else due,
+        receipt=counted[-1] if counted else None,
+        processing=next((p for p in payments if p.status == "processing"), None),
+        failed_attempt=failed[-1] if failed else None,
+    )
+
+
+def record_view(invoice_id: int, *, now: datetime) -> None:
+    """A client opened the pay page: the first time marks the invoice viewed (audit), later ones count."""
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        invoice.view_count += 1
+        if invoice.viewed_at is None:
+            invoice.viewed_at = now
+            record("invoice.viewed", invoice, actor=Actor.anonymous(), now=now)
+
+
+# --- starting a checkout ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckoutStart:
+    session_id: str
+    url: str
+    reused: bool
+
+
+def check_pay_amount(invoice: Invoice, amount: int) -> None:
+    """The amount a client may pay now: the amount due, or (partial payments on) between the minimum and it."""
+    if invoice.status == "processing":
+        raise DomainError("A payment for this invoice is still being processed: we will email you when it clears.")
+    if invoice.status != "open" or invoice.amount_due <= 0:
+        raise DomainError("This invoice has nothing left to pay.")
+    due, org = invoice.amount_due, invoice.organization
+    if amount == due:
+        return
+    if not org.allow_partial_payments:
+        raise DomainError(f"Please pay the full amount due, {format_money(due, invoice.currency)}.")
+    low = min(max(org.min_partial_amount, 1), due)
+    if not low <= amount <= due:
+        raise DomainError(f"Choose an amount between {format_money(low, invoice.currency)} and "
+                          f"{format_money(due, invoice.currency)}.")
+
+
+def _open_session(invoice: Invoice, amount: int, provider: str, now: datetime) -> CheckoutSession | None:
+    return db.session.execute(
+        select(CheckoutSession).where(
+            CheckoutSession.invoice_id == invoice.id, CheckoutSession.status == "open",
+            CheckoutSession.amount == amount, CheckoutSession.provider == provider,
+            CheckoutSession.expires_at > now + REUSE_MARGIN,
+        ).order_by(CheckoutSession.id.desc())
+    ).scalars().first()
+
+
+def _customer_key(site: Site, client: Client) -> str:
+    # Unique to this installation (two installs may share a Stripe test account and have the same client ids).
+    return "customer:" + hmac.new(site.secret_key.encode(), f"customer:{client.id}".encode(),
+                                  hashlib.sha256).hexdigest()[:32]
+
+
+def _customer(invoice: Invoice, gateway: Gateway, site: Site) -> tuple[str | None, str | None]:
+    """(provider customer id, email): Stripe customers are created once per client and stored on it."""
+    client = invoice.client
+    email = (invoice.contact.email if invoice.contact else None) or client.email or None
+    if gateway.name != "stripe":
+        return None, email
+    if client.stripe_customer_id:
+        return client.stripe_customer_id, email
+    customer_id = gateway.create_customer(name=client.name, email=email, idempotency_key=_customer_key(site, client),
+                                          metadata={"client_id": str(client.id)})
+    with atomic():
+        stored = db.session.get(Client, client.id, populate_existing=True)
+        assert stored is not None
+        if stored.stripe_customer_id is None:
+            stored.stripe_customer_id = customer_id
+        customer_id = stored.stripe_customer_id
+    return customer_id, email
+
+
+def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site, now: datetime) -> CheckoutStart:
+    """Open a hosted checkout for `amount`, or hand out the open one for the same amount (double click,
+    second tab). The idempotency key (invoice, amount, what it has received, link version, the hour) makes
+    two racing requests get the same session from the provider; the row lock makes them store it once."""
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        check_pay_amount(invoice, amount)
+        existing = _open_session(invoice, amount, gateway.name, now)
+        if existing is not None:
+            return CheckoutStart(existing.session_id, existing.url, reused=True)
+        try:
+            gateway.check_amount(amount, invoice.currency)
+        except GatewayError as exc:
+            raise DomainError(exc.message) from None
+        bucket = int(now.timestamp()) // KEY_BUCKET_SECONDS
+        key = (f"checkout:{invoice.public_id}:{amount}:{invoice.currency}:{invoice.amount_paid}:"
+               f"{invoice.link_version}:{bucket}")
+        pay_url = site.pay_url(invoice)
+        metadata = {"invoice_id": str(invoice.id), "invoice_number": invoice.number or "",
+                    "invoice_public_id": invoice.public_id}
+        if invoice.contact_id:
+            metadata["contact_id"] = str(invoice.contact_id)
+        product = f"Invoice {invoice.number}"
+        description = f"{invoice.organization.name}, invoice {invoice.number}"
+        currency = invoice.currency
+    try:
+        customer_id, email = _customer(invoice, gateway, site)
+        request = CheckoutRequest(
+            amount=amount, currency=currency, product_name=product, description=description,
+            success_url=f"{pay_url}/return?session_id={{CHECKOUT_SESSION_ID}}", cancel_url=pay_url,
+            idempotency_key=key, metadata=metadata, customer_id=customer_id, customer_email=email,
+        )
+        checkout = gateway.create_checkout(request)
+        if checkout.status != "open":  # the key replayed a session that has since closed: make a new one
+            checkout = gateway.create_checkout(
+                CheckoutRequest(**{**request.__dict__, "idempotency_key": f"{key}:{secrets.token_hex(4)}"}))
+    except GatewayError as exc:
+        raise DomainError(exc.message) from None
+    return _store_session(invoice_id, checkout, gateway=gateway, site=site, now=now)
+
+
+def _store_session(invoice_id: int, checkout: Checkout, *, gateway: Gateway, site: Site,
+                   now: datetime) -> CheckoutStart:
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        row = db.session.execute(
+            select(CheckoutSession).where(CheckoutSession.session_id == checkout.id)).scalar_one_or_none()
+        if row is not None:
+            return CheckoutStart(row.session_id, row.url, reused=True)
+        payable = invoice.status == "open" and checkout.amount <= invoice.amount_due
+        if payable:
+            db.session.add(CheckoutSession(
+                organization_id=invoice.organization_id, invoice_id=invoice.id, provider=gateway.name,
+                session_id=checkout.id, amount=checkout.amount, currency=checkout.currency, status="open",
+                url=checkout.url or "", contact_id=invoice.contact_id, expires_at=checkout.expires_at, created_at=now,
+            ))
+            record("checkout.started", invoice, actor=Actor.anonymous(), now=now,
+                   details={"session_id": checkout.id, "amount": checkout.amount, "provider": gateway.name})
+    if not payable:  # paid by another channel while we were at the provider
+        _expire_at_provider(checkout.id, gateway)
+        raise DomainError("This invoice was just paid or changed: please reload the page.")
+    return CheckoutStart(checkout.id, checkout.url or "", reused=False)
+
+
+# --- recording what the provider says --------------------------------------------------------------------
+
+
+def invoice_for(metadata: Mapping[str, str]) -> Invoice | None:
+    """Our invoice named in a provider object's metadata, or None if it is not ours (another install)."""
+    try:
+        invoice = db.session.get(Invoice, int(metadata.get("invoice_id") or ""))
+    except ValueError:
+        return None
+    public_id = metadata.get("invoice_public_id")
+    if invoice is None or (public_id and public_id != invoice.public_id):
+        return None
+    return invoice
+
+
+def _contact_id(metadata: Mapping[str, str]) -> int | None:
+    value = metadata.get("contact_id") or ""
+    return int(value) if value.isdigit() else None
+
+
+def mark_session(checkout: Checkout, invoice_id: int, provider: str, *, now: datetime) -> None:
+    """Bring our CheckoutSession row forward to what the provider says (open -> complete | expired)."""
+    status = checkout.status if checkout.status in ("complete", "expired") else None
+    if status is None:
+        return
+    with atomic():
+        row = db.session.execute(
+            select(CheckoutSession).where(CheckoutSession.session_id == checkout.id)).scalar_one_or_none()
+        if row is None:  # made at the provider but never stored here (a crash in between): keep the record
+            invoice = db.session.get(Invoice, invoice_id)
+            if invoice is None:
+                return
+            db.session.add(CheckoutSession(
+                organization_id=invoice.organization_id, invoice_id=invoice_id, provider=provider,
+                session_id=checkout.id, amount=checkout.amount, currency=checkout.currency, status=status,
+                url="", expires_at=checkout.expires_at, created_at=now))
+        elif row.status == "open":
+            row.status = status
+
+
+def apply_checkout(checkout: Checkout, *, gateway: Gateway, site: Site, now: datetime,
+                   actor: Actor = WEBHOOK_ACTOR) -> Payment | None:
+    """Record a retrieved or announced checkout session through the money door; None if no money moved."""
+    invoice = invoice_for(checkout.metadata)
+    if invoice is None:
+        return None
+    if checkout.status != "complete" or checkout.payment_status not in ("paid", "unpaid"):
+        mark_session(checkout, invoice.id, gateway.name, now=now)
+        return None
+    result = apply_payment(
+        invoice.id, amount=checkout.amount, currency=checkout.currency, method=gateway.method,
+        status="succeeded" if checkout.payment_status == "paid" else "processing", actor=actor, now=now,
+        checkout_session_id=checkout.id, payment_intent_id=checkout.payment_intent_id,
+        contact_id=_contact_id(checkout.metadata),
+    )
+    mark_session(checkout, invoice.id, gateway.name, now=now)
+    after_payment(result.payment.id, gateway=gateway, site=site, now=now, payer_email=checkout.payer_email)
+    return result.payment
+
+
+def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetime,
+                  payer_email: str | None = None) -> None:
+    """Follow-ups of a recorded payment, each idempotent: the receipt, then closing sessions it made stale."""
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    if payment is None:
+        return
+    if payment.status in COUNTED:
+        enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email)
+    expire_stale_sessions(payment.invoice_id, gateway=gateway, site=site, now=now)
+
+
+def _recipient(invoice: Invoice, fallback: str | None = None) -> str | None:
+    return (invoice.contact.email if invoice.contact else None) or invoice.client.email or fallback
+
+
+def queue_email(kind: str, template: str, invoice: Invoice, *, to: str, subject: str, dedupe_key: str, site: Site,
+           now: datetime, **context: Any) -> OutboxEmail | None:
+    """Render and queue one email in the current transaction; a bad address is logged, never fatal."""
+    text, html = render_email(template, organization=invoice.organization, invoice=invoice, subject=subject,
+                              pay_url=site.pay_url(invoice), **context)
+    sender, reply_to = sender_for(invoice.organization, site.mail_sender)
+    try:
+        return enqueue(kind=kind, to=to, subject=subject, text_body=text, html_body=html, from_addr=sender,
+                       reply_to=reply_to, now=now, organization_id=invoice.organization_id, invoice_id=invoice.id,
+                       dedupe_key=dedupe_key)
+    except DomainError as exc:
+        log.warning("%s email not queued: %s", kind, exc, extra={"invoice_id": invoice.id})
+        return None
+
+
+def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: str | None = None) -> bool:
+    """Queue the receipt of a card payment once (dedupe key receipt:{payment_id}); True if queued now."""
+    with atomic():
+        payment = db.session.get(Payment, payment_id)
+        if payment is None or payment.status not in COUNTED or payment.method not in PROVIDER_METHODS:
+            return False
+        key = f"receipt:{payment.id}"
+        if db.session.execute(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == key)).first():
+            return False
+        invoice = payment.invoice
+        to = _recipient(invoice, payer_email)
+        if not to:
+            return False
+        subject = f"Receipt {payment.receipt_number} for invoice {invoice.number} from {invoice.organization.name}"
+        return queue_email("receipt", "receipt", invoice, to=to, subject=subject, dedupe_key=key, site=site, now=now,
+                      payment=payment) is not None
+
+
+def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool:
+    """Tell the client that a payment which was processing did not go through (once per payment)."""
+    with atomic():
+        payment = db.session.get(Payment, payment_id)
+        if payment is None or payment.status != "failed":
+            return False
+        invoice = payment.invoice
+        to = _recipient(invoice)
+        if not to:
+            return False
+        subject = f"Your payment for invoice {invoice.number} did not go through"
+        return queue_email("payment_failed", "payment_failed", invoice, to=to, subject=subject,
+                      dedupe_key=f"payment_failed:{payment.id}", site=site, now=now, payment=payment) is not None
+
+
+# --- closing sessions that should no longer be paid -------------------------------------------------------
+
+
+def _expire_at_provider(session_id: str, gateway: Gateway) -> Checkout | None:
+    try:
+        return gateway.expire_checkout(session_id)
+    except GatewayError as exc:  # best effort: the reconcile job tries again
+        log.warning("could not expire checkout session %s: %s", session_id, exc.message)
+        return None
+
+
+def expire_stale_sessions(invoice_id: int, *, gateway: Gateway, site: Site, now: datetime) -> int:
+    """Expire the invoice's open sessions that should not be paid any more (DESIGN rule 4): all of them once
+    it is paid or void, and those above what is still due. A session that turns out to be complete already
+    is recorded (it is money received: the door flags it as an overpayment if it is one)."""
+    invoice = db.session.get(Invoice, invoice_id, populate_existing=True)  # a read: no write lock needed
+    if invoice is None:
+        return 0
+    due = invoice.amount_due if invoice.status == "open" else 0
+    stale = [(s.session_id, s.provider) for s in db.session.execute(
+        select(CheckoutSession).where(CheckoutSession.invoice_id == invoice_id, CheckoutSession.status == "open",
+                                      CheckoutSession.amount > due)
+    ).scalars()]
+    expired = 0
+    for session_id, provider in stale:
+        if provider != gateway.name:  # made with another provider (configuration changed): nothing to call
+            _set_status(session_id, "expired")
+            continue
+        checkout = _expire_at_provider(session_id, gateway)
+        if checkout is None:
+            continue
+        if checkout.status == "complete":
+            apply_checkout(checkout, gateway=gateway, site=site, now=now)
+        else:
+            mark_session(checkout, invoice_id, gateway.name, now=now)
+            expired += checkout.status == "expired"
+    return expired
+
+
+def _set_status(session_id: str, status: str) -> None:
+    with atomic():
+        row = db.session.execute(
+            select(CheckoutSession).where(CheckoutSession.session_id == session_id)).scalar_one_or_none()
+        if row is not None and row.status == "open":
+            row.status = status
+
+
+# --- the return page --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReturnResult:
+    checkout: Checkout
+    payment: Payment | None
+
+
+def confirm_return(invoice_id: int, session_id: str, *, gateway: Gateway, site: Site,
+                   now: datetime) -> ReturnResult:
+    """The client is back from the hosted page: ask the provider, and record what it says (rule 6)."""
+    row = db.session.execute(
+        select(CheckoutSession).where(CheckoutSession.session_id == session_id)).scalar_one_or_none()
+    if row is not None and row.invoice_id != invoice_id:
+        raise NotFound("Checkout not found.")
+    try:
+        checkout = gateway.retrieve_checkout(session_id)
+    except GatewayError as exc:
+        if exc.code == "resource_missing":
+            raise NotFound("Checkout not found.") from None
+        raise
+    invoice = invoice_for(checkout.metadata)
+    if invoice is None or invoice.id != invoice_id:
+        raise NotFound("Checkout not found.")
+    payment = apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=RETURN_ACTOR)
+    return ReturnResult(checkout, payment)
+
+
+def latest_payment(invoice_id: int, session_id: str) -> Payment | None:
+    return db.session.execute(
+        select(Payment).where(Payment.invoice_id == invoice_id, Payment.checkout_session_id == session_id)
+    ).scalar_one_or_none()
+

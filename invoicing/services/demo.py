@@ -1,0 +1,112 @@
+"""Demo data, made through the same services as real data (so open invoices are finalized and numbered)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.models import Client, Contact, Organization
+from invoicing.services.audit import Actor
+from invoicing.services.db import atomic
+from invoicing.services.invoices import DraftData, LineData, create_draft, finalize_invoice, void_invoice
+from invoicing.services.payments import record_manual_payment
+from invoicing.services.users import create_organization, create_user
+
+DEMO_ORG = "Northwind Studio"
+DEMO_EMAIL = "admin@example.com"
+DEMO_PASSWORD = "demo-password"  # a demo only: never run `flask demo` against a real database
+
+
+def _client(org: Organization, name: str, email: str, currency: str, contacts: list[tuple[str, str]]) -> Client:
+    with atomic():
+        client = Client(organization_id=org.id, name=name, email=email, currency=currency,
+                        address="1 Demo Street\nSpringfield")
+        client.contacts = [Contact(organization_id=org.id, name=n, email=e, portal_access=True) for n, e in contacts]
+        db.session.add(client)
+    return client
+
+
+def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | None:
+    """Create the demo organization once; return None if it already exists."""
+    if db.session.execute(select(Organization).where(Organization.name == DEMO_ORG)).scalar_one_or_none():
+        return None
+    system = Actor.system("demo")
+    org = create_organization(
+        DEMO_ORG, now=now, actor=system, address="42 Harbour Road\nPortland, OR 97201",
+        sender_email="billing@northwind.test",
+        brand_color="#0f766e", accent_color="#f59e0b", default_currency="USD", timezone="America/Los_Angeles",
+        payment_terms_days=30, allow_partial_payments=True, min_partial_amount=1000,
+        payment_instructions="Pay by card with the link, or by bank transfer to IBAN US00 DEMO 0000 0000.",
+        logo=_logo(), logo_mime="image/png",
+    )
+    admin = create_user(DEMO_EMAIL, DEMO_PASSWORD, role="admin", organization=org, now=now, actor=system,
+                        name="Dana Admin", hash_method=hash_method)
+    actor = Actor.user(admin)
+    acme = _client(org, "Acme Corporation", "ap@acme.test", "USD", [("Wile Coyote", "wile@acme.test"),
+                                                                     ("Road Runner", "beep@acme.test")])
+    globex = _client(org, "Globex GmbH", "rechnung@globex.test", "EUR", [("Hank Scorpio", "hank@globex.test")])
+    kaiju = _client(org, "Kaiju Foods KK", "keiri@kaiju.test", "JPY", [("Aiko Tanaka", "aiko@kaiju.test")])
+
+    def invoice(client: Client, days_ago: int, terms: int, lines: list[tuple[str, str, int, str]], **extra: object):
+        issued = (now - timedelta(days=days_ago)).date()
+        data = DraftData(
+            client_id=client.id, currency=client.currency, issue_date=issued, due_date=issued + timedelta(days=terms),
+            lines=tuple(LineData(d, Decimal(q), p, Decimal(t)) for d, q, p, t in lines), **extra,  # type: ignore[arg-type]
+        )
+        return create_draft(org, data, actor=actor, now=_at(issued))
+
+    design = [("Brand workshop", "1", 240000, "0"), ("Logo design", "12.5", 9500, "8.5")]
+    hosting = [("Hosting, monthly", "3", 4900, "0"), ("Support hours", "2.25", 12000, "0")]
+    # (client, issued days ago, terms, lines, extra fields, what happens next); made oldest first so numbers
+    # follow the calendar. Payments: (days ago, amount or None for the full total, method, reference).
+    plan: list[tuple[Client, int, int, list[tuple[str, str, int, str]], dict[str, Any], tuple[Any, ...] | None]] = [
+        (acme, 90, 30, hosting, {}, ("paid", 80, None, "bank_transfer", "TRF-0871")),
+        (globex, 75, 30, design, {}, ("paid", 65, None, "bank_transfer", "TRF-0902")),
+        (acme, 60, 30, design, {"project_ref": "ACME-BRAND"}, None),
+        (kaiju, 50, 30, [("Catalogue print run", "500", 320, "10")], {}, ("paid", 30, 100000, "cash", "")),
+        (globex, 45, 14, hosting, {}, None),
+        (kaiju, 40, 30, [("Consulting", "4", 30000, "10")], {}, ("paid", 30, None, "bank_transfer", "TRF-1044")),
+        (globex, 30, 30, [("Cancelled retainer", "1", 50000, "19")], {}, ("void", 25)),
+        (acme, 20, 30, [("Website build", "1", 600000, "0")], {}, ("paid", 12, 200000, "bank_transfer", "TRF-1182")),
+        (acme, 10, 30, hosting, {"project_ref": "ACME-WEB"}, None),
+        (globex, 5, 30, [("Beratung", "8", 15000, "19")], {"discount_kind": "percent", "discount_value": 1000}, None),
+        (kaiju, 3, 30, [("Package design", "2", 95000, "10")], {}, None),
+    ]
+    for client, ago, terms, lines, extra, then in plan:
+        inv = finalize_invoice(invoice(client, ago, terms, lines, **extra).id, actor=actor, now=_at(_day(now, ago)))
+        if then and then[0] == "paid":
+            _, paid_ago, amount, method, ref = then
+            record_manual_payment(inv.id, amount=amount or inv.total, method=method, paid_on=_day(now, paid_ago),
+                                  reference=ref, actor=actor, now=_at(_day(now, paid_ago)))
+        elif then and then[0] == "void":
+            void_invoice(inv.id, reason="Client cancelled the retainer.", actor=actor, now=_at(_day(now, then[1])))
+    # Drafts, not numbered yet
+    invoice(acme, 1, 30, design, notes="Draft: waiting for sign-off.")
+    invoice(kaiju, 0, 14, [("Menu photography", "1", 180000, "10")])
+    return org
+
+
+def _logo() -> bytes:
+    """A small generated PNG so the demo shows branding without shipping an image file."""
+    from PIL import Image, ImageDraw  # Pillow comes with WeasyPrint
+
+    image = Image.new("RGB", (160, 160), "#0f766e")
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(30, 130), (30, 30), (60, 30), (100, 95), (100, 30), (130, 30), (130, 130), (100, 130),
+                  (60, 65), (60, 130)], fill="#ffffff")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _day(now: datetime, days_ago: int) -> date:
+    return (now - timedelta(days=days_ago)).date()
+
+
+def _at(day: date) -> datetime:
+    return datetime.combine(day, time(17, 0), tzinfo=UTC)

@@ -1,0 +1,352 @@
+"""The webhook inbox (DESIGN rule 5): verify, store once, apply through the money door, remember the outcome.
+
+`receive` is what /webhooks/<provider> calls with the raw body: a bad or stale signature raises
+SignatureError (the view answers 400 and nothing is written); the event is stored under UNIQUE(provider,
+event_id) before anything else, so a duplicate delivery answers 200 without applying twice; then it is
+applied by the handler for its type (a `{type: handler}` dict; unknown types are stored as "ignored").
+A handler failure rolls back, marks the row "failed" with the error and answers 5xx, so the provider
+retries; staff can re-apply it from /admin/webhooks and the reconcile job re-applies failed events too.
+
+Handlers only call idempotent services (apply_payment/apply_refund keyed on provider references, outbox
+dedupe keys), and the row is marked processed only after all of them, so applying an event twice, in any
+order with the others, changes nothing the second time (state only moves forward).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from invoicing.extensions import db
+from invoicing.gateways.base import Event, Gateway
+from invoicing.models import Invoice, Payment, User, WebhookEvent
+from invoicing.services import DomainError, NotFound
+from invoicing.services.audit import Actor, record
+from invoicing.services.checkout import (
+    WEBHOOK_ACTOR,
+    Site,
+    after_payment,
+    apply_checkout,
+    invoice_for,
+    mark_session,
+    notify_payment_failed,
+    queue_email,
+)
+from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.payments import apply_payment, apply_refund
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = timedelta(seconds=60)  # a duplicate of an event another request is applying right now: leave it
+MAX_ERROR = 2000
+
+
+@dataclass(frozen=True)
+class Context:
+    gateway: Gateway
+    site: Site
+    now: datetime
+    actor: Actor = WEBHOOK_ACTOR
+
+
+@dataclass(frozen=True)
+class Delivery:
+    status: str  # processed, ignored, failed, duplicate
+    http_status: int
+    event_id: str
+    row_id: int | None = None
+    note: str = ""
+
+
+# --- storing and applying ---------------------------------------------------------------------------------
+
+
+def receive(provider: str, raw: bytes, signature: str | None, *, gateway: Gateway, site: Site,
+            now: datetime) -> Delivery:
+    """Verify, store and apply one delivery. Raises SignatureError (before any write) if it is not genuine."""
+    event = gateway.parse_event(raw, signature)
+    try:
+        with atomic():
+            row = WebhookEvent(provider=provider, event_id=event.id, type=event.type,
+                               payload=raw.decode("utf-8"), status="received", received_at=now)
+            db.session.add(row)
+            db.session.flush()
+            row_id = row.id
+    except IntegrityError:  # seen before (or a concurrent duplicate just stored it)
+        known = db.session.execute(select(WebhookEvent).where(
+            WebhookEvent.provider == provider, WebhookEvent.event_id == event.id)).scalar_one()
+        busy = known.status == "received" and known.received_at > now - IN_FLIGHT
+        if known.status in ("processed", "ignored") or busy:
+            return Delivery("duplicate", 200, event.id, known.id, note=known.status)
+        row_id = known.id
+    return _apply(row_id, event, Context(gateway, site, now))
+
+
+def receive_now(provider: str, raw: bytes, signature: str) -> Delivery:
+    """In-process delivery (the sandbox's webhook sender) with the app's own gateway and settings."""
+    from invoicing.gateways import current_gateway
+
+    return receive(provider, raw, signature, gateway=current_gateway(), site=Site.from_config(current_app.config),
+                   now=datetime.now(UTC))
+
+
+def reapply(row_id: int, *, gateway: Gateway, site: Site, now: datetime) -> Delivery:
+    """Apply a stored event again (staff, or the reconcile job): for failed or stuck ones."""
+    row = db.session.get(WebhookEvent, row_id)
+    if row is None:
+        raise NotFound("Event not found.")
+    if row.status in ("processed", "ignored"):
+        raise DomainError(f"This event was already {row.status}.")
+    if row.provider != gateway.name:
+        raise DomainError(f"This event came from {row.provider}, which is not the configured provider now.")
+    event = gateway.event_from_payload(json.loads(row.payload))
+    return _apply(row.id, event, Context(gateway, site, now))
+
+
+def _apply(row_id: int, event: Event, ctx: Context) -> Delivery:
+    handler = HANDLERS.get(event.type)
+    try:
+        note = handler(event, ctx) if handler else "ignored: not a type we act on"
+    except Exception as exc:  # noqa: BLE001 - any failure: keep the event, say why, let the provider retry
+        db.session.rollback()
+        log.exception("webhook %s (%s) failed", event.id, event.type, extra={"event_id": event.id})
+        _finish(row_id, "failed", f"{type(exc).__name__}: {exc}", ctx.now)
+        return Delivery("failed", 500, event.id, row_id, note=str(exc))
+    status = "ignored" if note.startswith("ignored") else "processed"
+    _finish(row_id, status, note if status == "ignored" else None, ctx.now)
+    log.info("webhook %s (%s) %s", event.id, event.type, status, extra={"event_id": event.id})
+    return Delivery(status, 200, event.id, row_id, note=note)
+
+
+def _finish(row_id: int, status: str, error: str | None, now: datetime) -> None:
+    with atomic():
+        row = db.session.get(WebhookEvent, row_id, populate_existing=True)
+        assert row is not None
+        if row.status == "processed" and status != "processed":
+            return  # a concurrent re-application already finished it: never move backwards
+        row.status = status
+        row.attempts += 1
+        row.error = error[:MAX_ERROR] if error else None
+        row.processed_at = now if status in ("processed", "ignored") else row.processed_at
+
+
+# --- handlers: one per event type; each returns a short note ("ignored: ..." marks the event ignored) -----
+
+
+def _on_checkout_paid(event: Event, ctx: Context) -> str:
+    """checkout.session.completed and .async_payment_succeeded: payment_status says paid or pending."""
+    checkout = event.checkout()
+    if invoice_for(checkout.metadata) is None:
+        return "ignored: not one of our invoices"
+    payment = apply_checkout(checkout, gateway=ctx.gateway, site=ctx.site, now=ctx.now, actor=ctx.actor)
+    return f"payment {payment.id} {payment.status}" if payment else f"session {checkout.payment_status}"
+
+
+def _on_checkout_async_failed(event: Event, ctx: Context) -> str:
+    checkout = event.checkout()
+    invoice = invoice_for(checkout.metadata)
+    if invoice is None:
+        return "ignored: not one of our invoices"
+    result = apply_payment(
+        invoice.id, amount=checkout.amount, currency=checkout.currency, method=ctx.gateway.method,
+        status="failed", actor=ctx.actor, now=ctx.now, checkout_session_id=checkout.id,
+        payment_intent_id=checkout.payment_intent_id, failure_code="async_payment_failed",
+        failure_message="The payment did not go through.",
+    )
+    mark_session(checkout, invoice.id, ctx.gateway.name, now=ctx.now)
+    notify_payment_failed(result.payment.id, site=ctx.site, now=ctx.now)
+    return f"payment {result.payment.id} {result.payment.status}"
+
+
+def _on_checkout_expired(event: Event, ctx: Context) -> str:
+    checkout = event.checkout()
+    invoice = invoice_for(checkout.metadata)
+    if invoice is None:
+        return "ignored: not one of our invoices"
+    mark_session(checkout, invoice.id, ctx.gateway.name, now=ctx.now)
+    return "session expired"
+
+
+INTENT_STATUS = {"payment_intent.succeeded": "succeeded", "payment_intent.processing": "processing",
+                 "payment_intent.payment_failed": "failed"}
+
+
+def _on_payment_intent(event: Event, ctx: Context) -> str:
+    intent = event.payment_intent()
+    invoice = invoice_for(intent.metadata)
+    if invoice is None:
+        return "ignored: not one of our invoices"
+    status = INTENT_STATUS[event.type]
+    failed = status == "failed"
+    before = db.session.execute(select(Payment.status).where(Payment.payment_intent_id == intent.id)).scalar() \
+        if failed else None
+    result = apply_payment(
+        invoice.id, amount=intent.amount, currency=intent.currency, method=ctx.gateway.method, status=status,
+        actor=ctx.actor, now=ctx.now, payment_intent_id=intent.id, charge_id=intent.charge_id,
+        contact_id=_int(intent.metadata.get("contact_id")),
+        failure_code=intent.failure_code if failed else None,
+        failure_message=intent.failure_message if failed else None,
+    )
+    if status == "succeeded":
+        after_payment(result.payment.id, gateway=ctx.gateway, site=ctx.site, now=ctx.now)
+    if failed and before == "processing":  # a settles-later payment that failed: tell the client
+        notify_payment_failed(result.payment.id, site=ctx.site, now=ctx.now)
+    return f"payment {result.payment.id} {result.payment.status}"
+
+
+def _payment_for(charge_id: str | None, payment_intent_id: str | None) -> Payment | None:
+    clauses = [c for c in (Payment.charge_id == charge_id if charge_id else None,
+                           Payment.payment_intent_id == payment_intent_id if payment_intent_id else None)
+               if c is not None]
+    if not clauses:
+        return None
+    return db.session.execute(select(Payment).where(or_(*clauses))).scalars().first()
+
+
+def _on_charge_refunded(event: Event, ctx: Context) -> str:
+    """Partial or full refunds, matched on the provider's refund id: a refund staff made from the admin
+    (recorded with its id) or a refund event seen before changes nothing twice."""
+    charge = event.charge()
+    if charge.amount_refunded and not charge.refunds:
+        charge = ctx.gateway.retrieve_charge(charge.id)
+    payment = _payment_for(charge.id, charge.payment_intent_id)
+    if payment is None:  # refunded before we heard it succeeded (events out of order): it did succeed
+        invoice = invoice_for(charge.metadata)
+        if invoice is None:
+            return "ignored: not one of our invoices"
+        payment = apply_payment(
+            invoice.id, amount=charge.amount, currency=charge.currency, method=ctx.gateway.method,
+            status="succeeded", actor=ctx.actor, now=ctx.now, payment_intent_id=charge.payment_intent_id,
+            charge_id=charge.id, contact_id=_int(charge.metadata.get("contact_id")),
+        ).payment
+        after_payment(payment.id, gateway=ctx.gateway, site=ctx.site, now=ctx.now)
+    elif payment.status not in ("succeeded", "partially_refunded", "refunded"):
+        apply_payment(payment.invoice_id, amount=payment.amount, currency=payment.currency, method=payment.method,
+                      status="succeeded", actor=ctx.actor, now=ctx.now, charge_id=charge.id,
+                      payment_intent_id=charge.payment_intent_id)
+    done = 0
+    for refund in charge.refunds:
+        if refund.status in ("succeeded", "pending"):
+            apply_refund(payment.id, amount=refund.amount, actor=ctx.actor, now=ctx.now,
+                         provider_refund_id=refund.id, reason=refund.reason)
+            done += 1
+    return f"payment {payment.id}: {done} refund(s) known"
+
+
+def _on_dispute_created(event: Event, ctx: Context) -> str:
+    """Flag the invoice, write the audit event and alert the organization's admins by email (once)."""
+    dispute = event.dispute()
+    payment = _payment_for(dispute.charge_id, dispute.payment_intent_id)
+    if payment is None:
+        if dispute.charge_id and invoice_for(ctx.gateway.retrieve_charge(dispute.charge_id).metadata) is None:
+            return "ignored: not one of our invoices"
+        raise DomainError("The disputed payment is not recorded yet; retry after its payment event.")
+    with atomic():
+        invoice = lock_invoice(payment.invoice_id)
+        if invoice.disputed_at is None:
+            invoice.disputed_at = ctx.now
+        record("invoice.disputed", invoice, actor=ctx.actor, now=ctx.now,
+               details={"dispute_id": dispute.id, "payment_id": payment.id, "amount": dispute.amount,
+                        "reason": dispute.reason})
+        admins = db.session.execute(select(User).where(
+            User.organization_id == invoice.organization_id, User.role == "admin", User.active.is_(True))
+        ).scalars().all()
+        recipients = [u.email for u in admins] or [invoice.organization.sender_email or ""]
+        for to in filter(None, recipients):
+            queue_email("dispute", "dispute", invoice, to=to, dedupe_key=f"dispute:{dispute.id}:{to}", site=ctx.site,
+                   now=ctx.now, subject=f"Payment disputed: invoice {invoice.number}", payment=payment,
+                   dispute=dispute, admin_url=f"{ctx.site.base_url}/admin/invoices/{invoice.id}")
+    return f"invoice {payment.invoice_id} flagged as disputed"
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+Handler = Callable[[Event, Context], str]
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _on_checkout_paid,
+    "checkout.session.async_payment_succeeded": _on_checkout_paid,
+    "checkout.session.async_payment_failed": _on_checkout_async_failed,
+    "checkout.session.expired": _on_checkout_expired,
+    "payment_intent.succeeded": _on_payment_intent,
+    "payment_intent.processing": _on_payment_intent,
+    "payment_intent.payment_failed": _on_payment_intent,
+    "charge.refunded": _on_charge_refunded,
+    "charge.dispute.created": _on_dispute_created,
+}
+# The events to enable on the Stripe webhook endpoint (README).
+EVENT_TYPES = tuple(HANDLERS)
+
+
+# --- the admin's view of the inbox ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    event: WebhookEvent
+    invoice: Invoice | None
+
+
+def _invoice_id_of(row: WebhookEvent) -> int | None:
+    try:
+        obj = json.loads(row.payload)["data"]["object"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    meta = obj.get("metadata") or {}
+    if str(meta.get("invoice_id") or "").isdigit():
+        return int(meta["invoice_id"])
+    charge, intent = obj.get("charge"), obj.get("payment_intent")
+    payment = _payment_for(charge if isinstance(charge, str) else None, intent if isinstance(intent, str) else None)
+    return payment.invoice_id if payment else None
+
+
+def list_events(organization_id: int | None, *, status: str | None = None, limit: int = 100) -> list[InboxRow]:
+    """The latest events, newest first. The inbox is per installation, not per organization: staff see the
+    events about their organization's invoices; `organization_id=None` (a superadmin) sees every event."""
+    query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit * 3)
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    rows = db.session.execute(query).scalars().all()
+    ids = {row.id: _invoice_id_of(row) for row in rows}
+    invoices = {i.id: i for i in db.session.execute(
+        select(Invoice).where(Invoice.id.in_({v for v in ids.values() if v}))).scalars()}
+    result = []
+    for row in rows:
+        invoice = invoices.get(ids[row.id] or 0)
+        if organization_id is None or (invoice is not None and invoice.organization_id == organization_id):
+            result.append(InboxRow(row, invoice))
+    return result[:limit]
+
+
+def get_event(organization_id: int | None, row_id: int) -> InboxRow:
+    row = db.session.get(WebhookEvent, row_id)
+    if row is None:
+        raise NotFound("Event not found.")
+    invoice_id = _invoice_id_of(row)
+    invoice = db.session.get(Invoice, invoice_id) if invoice_id else None
+    if organization_id is not None and (invoice is None or invoice.organization_id != organization_id):
+        raise NotFound("Event not found.")
+    return InboxRow(row, invoice)
+
+
+def stored_events(statuses: tuple[str, ...], *, received_before: datetime | None = None,
+                  max_attempts: int | None = None) -> list[WebhookEvent]:
+    query = select(WebhookEvent).where(WebhookEvent.status.in_(statuses)).order_by(WebhookEvent.id)
+    if received_before is not None:
+        query = query.where(WebhookEvent.received_at < received_before)
+    if max_attempts is not None:
+        query = query.where(WebhookEvent.attempts < max_attempts)
+    return list(db.session.execute(query).scalars())
+
+
+def payload_of(row: WebhookEvent) -> Any:
+    return json.loads(row.payload)

@@ -1,0 +1,246 @@
+"""The one door for money: every change to what an invoice has received goes through apply_payment or
+apply_refund, which lock the invoice row and are idempotent on the provider reference (DESIGN rule 2)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import or_, select
+
+from invoicing.extensions import db
+from invoicing.models import MANUAL_METHODS, Invoice, Payment, Refund
+from invoicing.services import DomainError
+from invoicing.services.audit import Actor, record
+from invoicing.services.db import atomic, lock_invoice
+
+log = logging.getLogger(__name__)
+
+# Money received is final: once a payment succeeded, a late "processing" or "failed" (events arrive out of
+# order) changes nothing; only refunds move it on. Before that, a pending debit can fail, and a failed
+# session can be retried on the same PaymentIntent with a slower method, so those two move both ways
+# (a stale flip is corrected by the provider's answer in `flask billing reconcile`).
+_PENDING = ("processing", "failed")
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    payment: Payment
+    created: bool  # False when this provider reference was already recorded (a replay)
+
+
+def _existing(**refs: str | None) -> Payment | None:
+    clauses = [getattr(Payment, name) == value for name, value in refs.items() if value]
+    if not clauses:
+        return None
+    # populate_existing: under the invoice lock, read what other transactions committed, not what this
+    # session loaded earlier (PostgreSQL keeps the session's objects across begin_write).
+    query = select(Payment).where(or_(*clauses)).execution_options(populate_existing=True)
+    return db.session.execute(query).scalars().first()
+
+
+def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
+    """Derive amount paid and the stored status from the ledger (payments minus refunds)."""
+    payments = db.session.execute(
+        select(Payment).where(Payment.invoice_id == invoice.id).execution_options(populate_existing=True)
+    ).scalars().all()
+    invoice.amount_paid = sum(p.amount - p.amount_refunded for p in payments if p.status in _COUNTED)
+    if invoice.status in ("draft", "void"):
+        return
+    if invoice.amount_paid >= invoice.total:
+        if invoice.status != "paid":
+            invoice.paid_at = now
+        invoice.status = "paid"
+    elif any(p.status == "processing" for p in payments):
+        invoice.status = "processing"
+        invoice.paid_at = None
+    else:
+        invoice.status = "open"
+        invoice.paid_at = None
+
+
+_COUNTED = ("succeeded", "partially_refunded", "refunded")
+
+
+def apply_payment(
+    invoice_id: int,
+    *,
+    amount: int,
+    currency: str,
+    method: str,
+    status: str,
+    actor: Actor,
+    now: datetime,
+    checkout_session_id: str | None = None,
+    payment_intent_id: str | None = None,
+    charge_id: str | None = None,
+    idempotency_key: str | None = None,
+    reference: str = "",
+    paid_on: date | None = None,
+    contact_id: int | None = None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+) -> PaymentResult:
+    """Record money received (or pending, or failed) for an invoice, exactly once per provider reference.
+
+    Money that a provider already moved is never refused: a payment on a paid or void invoice, or above the
+    amount due, is recorded and flagged as an overpayment for staff to refund.
+    """
+    if amount <= 0:
+        raise DomainError("The amount must be above zero.")
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        refs = dict(
+            checkout_session_id=checkout_session_id,
+            payment_intent_id=payment_intent_id,
+            charge_id=charge_id,
+            idempotency_key=idempotency_key,
+        )
+        payment = _existing(**refs)
+        if payment is not None and payment.invoice_id != invoice.id:
+            raise DomainError("This payment reference belongs to another invoice.")
+        if payment is not None:
+            _advance(payment, invoice, status=status, actor=actor, now=now, refs=refs,
+                     failure_code=failure_code, failure_message=failure_message)
+            return PaymentResult(payment, created=False)
+        if currency.upper() != invoice.currency:
+            raise DomainError(f"This invoice is in {invoice.currency}, not {currency.upper()}.")
+        manual = method in MANUAL_METHODS
+        due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
+        if manual:
+            if invoice.status not in ("open", "processing"):
+                raise DomainError(
+                    f"Invoice {invoice.number or invoice.id} is {invoice.status}; it cannot take a payment."
+                )
+            if amount > due:
+                raise DomainError(f"That is more than the amount due ({due} minor units); overpayments are refused.")
+            if amount < due and not invoice.organization.allow_partial_payments:
+                raise DomainError("Partial payments are turned off for this organization: record the full amount due.")
+        payment = Payment(
+            organization_id=invoice.organization_id,
+            invoice_id=invoice.id,
+            amount=amount,
+            currency=invoice.currency,
+            method=method,
+            status=status,
+            reference=reference.strip(),
+            paid_on=paid_on,
+            contact_id=contact_id,
+            recorded_by_id=actor.id if actor.type == "user" else None,
+            overpayment=status == "succeeded" and amount > due,
+            succeeded_at=now if status == "succeeded" else None,
+            failure_code=failure_code,
+            failure_message=failure_message,
+            created_at=now,
+            **refs,
+        )
+        db.session.add(payment)
+        db.session.flush()
+        payment.receipt_number = f"R-{payment.id:06d}"
+        recompute_balance(invoice, now=now)
+        record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment))
+        if payment.overpayment:
+            log.warning("overpayment recorded", extra={"invoice_id": invoice.id, "payment_id": payment.id})
+            record("payment.overpayment_flagged", invoice, actor=actor, now=now, details=_details(payment))
+    return PaymentResult(payment, created=True)
+
+
+def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, now: datetime,
+             refs: dict[str, str | None], failure_code: str | None, failure_message: str | None) -> None:
+    """A known payment heard of again: fill in missing references, and move its state forward only."""
+    for name, value in refs.items():
+        if value and not getattr(payment, name):
+            setattr(payment, name, value)
+    if payment.status not in _PENDING or status == payment.status or status not in (*_PENDING, "succeeded"):
+        return
+    due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
+    payment.status = status
+    payment.failure_code, payment.failure_message = failure_code, failure_message
+    if status == "succeeded":
+        payment.succeeded_at = now
+        payment.overpayment = payment.amount > due
+    recompute_balance(invoice, now=now)
+    record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment))
+
+
+def _details(payment: Payment) -> dict[str, object]:
+    return {
+        "payment_id": payment.id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "method": payment.method,
+        "reference": payment.reference or payment.payment_intent_id or payment.checkout_session_id or "",
+        "overpayment": payment.overpayment,
+    }
+
+
+def record_manual_payment(
+    invoice_id: int,
+    *,
+    amount: int,
+    method: str,
+    paid_on: date,
+    reference: str,
+    actor: Actor,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> PaymentResult:
+    """Staff record cash, a bank transfer or a cheque (the form's one-time key makes a double submit safe)."""
+    if method not in MANUAL_METHODS:
+        raise DomainError("Choose cash, bank transfer, cheque or other.")
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise DomainError("Invoice not found.")
+    return apply_payment(
+        invoice_id, amount=amount, currency=invoice.currency, method=method, status="succeeded",
+        actor=actor, now=now, idempotency_key=idempotency_key, reference=reference, paid_on=paid_on,
+    )
+
+
+def apply_refund(
+    payment_id: int,
+    *,
+    amount: int,
+    actor: Actor,
+    now: datetime,
+    provider_refund_id: str | None = None,
+    idempotency_key: str | None = None,
+    reason: str = "",
+) -> Refund:
+    """Record money returned on a payment, once per provider refund id; the invoice balance follows
+    (a paid invoice refunded in part or in full is open again for what it lacks, until staff void it)."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        raise DomainError("Payment not found.")
+    with atomic():
+        invoice = lock_invoice(payment.invoice_id)
+        db.session.refresh(payment)
+        clauses = [c for c in (
+            Refund.provider_refund_id == provider_refund_id if provider_refund_id else None,
+            Refund.idempotency_key == idempotency_key if idempotency_key else None,
+        ) if c is not None]
+        if clauses:
+            existing = db.session.execute(select(Refund).where(or_(*clauses))).scalars().first()
+            if existing is not None:
+                if provider_refund_id and not existing.provider_refund_id:
+                    existing.provider_refund_id = provider_refund_id
+                return existing
+        if payment.status not in _COUNTED:
+            raise DomainError("Only a succeeded payment can be refunded.")
+        if not 0 < amount <= payment.amount - payment.amount_refunded:
+            raise DomainError("The refund must be above zero and at most what is left of the payment.")
+        refund = Refund(
+            organization_id=payment.organization_id, invoice_id=invoice.id, payment_id=payment.id,
+            amount=amount, currency=payment.currency, provider_refund_id=provider_refund_id,
+            idempotency_key=idempotency_key, reason=reason.strip(), created_at=now,
+            created_by_id=actor.id if actor.type == "user" else None,
+        )
+        db.session.add(refund)
+        payment.amount_refunded += amount
+        payment.status = "refunded" if payment.amount_refunded == payment.amount else "partially_refunded"
+        db.session.flush()
+        recompute_balance(invoice, now=now)
+        record("payment.refunded", invoice, actor=actor, now=now,
+               details={"payment_id": payment.id, "refund_id": refund.id, "amount": amount, "reason": reason})
+    return refund

@@ -1,0 +1,159 @@
+"""Sending invoices and reminders: finalize, (re)issue the pay link, queue the email, all in one transaction.
+
+Nothing here talks to SMTP: the email is an outbox row written in the same transaction as the change that
+caused it (DESIGN rule 7), with the PDF as an attachment spec that the delivery job renders.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.mail import enqueue, render_email, sender_for
+from invoicing.models import Invoice, OutboxEmail
+from invoicing.money import format_money
+from invoicing.services import DomainError
+from invoicing.services.audit import Actor, record
+from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.invoices import finalize, local_today
+from invoicing.services.paylinks import link_for
+from invoicing.services.site import Site
+
+
+def _date(value: date) -> str:
+    return value.strftime("%b %-d, %Y")
+
+
+def invoice_label(invoice: Invoice) -> str:
+    return invoice.number or f"Draft #{invoice.id}"
+
+
+def _refuse_unsendable(invoice: Invoice, what: str) -> None:
+    label = invoice_label(invoice)
+    if invoice.status == "void":
+        raise DomainError(f"Invoice {label} is void; it cannot be {what}.")
+    if invoice.status == "paid":
+        raise DomainError(f"Invoice {label} is already paid; there is nothing to ask for.")
+    if invoice.status == "processing":
+        raise DomainError(f"A payment for invoice {label} is processing; wait for it to settle.")
+
+
+def _recipient(invoice: Invoice, to: str | None) -> str:
+    recipient = (to or "").strip() or (invoice.contact.email if invoice.contact else "") or invoice.client.email
+    if not recipient:
+        raise DomainError(f"{invoice.client.name} has no billing email and no contact was chosen: enter a recipient.")
+    return recipient
+
+
+def _keep_link_alive(invoice: Invoice, today: date, expiry_days: int) -> None:
+    """An email must never carry a dead link: resending an old invoice gives its link expiry_days more."""
+    floor = today + timedelta(days=expiry_days)
+    if invoice.link_expires_on is None or invoice.link_expires_on < floor:
+        invoice.link_expires_on = max(floor, invoice.due_date + timedelta(days=expiry_days))
+
+
+def _queue(invoice: Invoice, *, kind: str, to: str, subject: str, dedupe_key: str, config: Site,
+           now: datetime, today: date) -> OutboxEmail | None:
+    organization = invoice.organization
+    link = link_for(invoice, secret_key=config.secret_key, base_url=config.base_url)
+    text, html = render_email(
+        "invoice", subject=subject, organization=organization, invoice=invoice, client=invoice.client,
+        lines=invoice.lines, pay_url=link.url, amount_due=invoice.total - invoice.amount_paid,
+        reminder=kind == "reminder", overdue=invoice.is_overdue(today), today=today,
+    )
+    from_addr, reply_to = sender_for(organization, config.mail_sender)
+    return enqueue(
+        kind=kind, to=to, subject=subject, text_body=text, html_body=html, from_addr=from_addr, reply_to=reply_to,
+        now=now, organization_id=invoice.organization_id, invoice_id=invoice.id,
+        attachments=[{"kind": "invoice_pdf", "invoice_id": invoice.id}], dedupe_key=dedupe_key,
+    )
+
+
+def send_invoice(
+    invoice_id: int,
+    *,
+    actor: Actor,
+    now: datetime,
+    base_url: str,
+    secret_key: str,
+    default_sender: str,
+    rotate_link: bool = False,
+    expiry_days: int = 30,
+    to: str | None = None,
+    request_key: str | None = None,
+) -> Invoice:
+    """Finalize a draft (number assigned) or resend an open invoice, and queue its email with the pay link.
+
+    `rotate_link` bumps the link version first, so every link sent before stops working (a forwarded email).
+    Everything happens in one transaction: if the email cannot be queued, the invoice stays a draft.
+    `request_key` (the send form's one-time key) makes a repeated submission of the same form a no-op.
+    """
+    config = Site(base_url, secret_key, default_sender, expiry_days)
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        request_dedupe = f"invoice:{invoice.id}:send:{request_key}" if request_key else None
+        if request_dedupe and db.session.execute(
+            select(OutboxEmail.id).where(OutboxEmail.dedupe_key == request_dedupe)
+        ).first():
+            return invoice  # this very form was already submitted: one email, not two
+        _refuse_unsendable(invoice, "sent")
+        recipient = _recipient(invoice, to)
+        today = local_today(invoice.organization, now)
+        if invoice.status == "draft":
+            finalize(invoice, actor=actor, now=now, expiry_days=expiry_days)
+        elif rotate_link:
+            invoice.link_version += 1
+            record("invoice.link_rotated", invoice, actor=actor, now=now,
+                   details={"link_version": invoice.link_version})
+        _keep_link_alive(invoice, today, expiry_days)
+        invoice.sent_count += 1
+        invoice.sent_at = now
+        due = format_money(invoice.total - invoice.amount_paid, invoice.currency)
+        subject = (f"Invoice {invoice.number} from {invoice.organization.name} — {due} due "
+                   f"{_date(invoice.due_date)}")
+        email = _queue(invoice, kind="invoice", to=recipient, subject=subject, config=config, now=now, today=today,
+                       dedupe_key=request_dedupe or f"invoice:{invoice.id}:send:{invoice.sent_count}")
+        if email is None:  # another request sent this very version a moment ago
+            raise DomainError(f"Invoice {invoice.number} was just sent; reload the page.")
+        record("invoice.sent", invoice, actor=actor, now=now, details={
+            "to": email.to_addr, "sent_count": invoice.sent_count, "email_id": email.id,
+            "rotated": rotate_link and invoice.sent_count > 1, "link_expires_on": invoice.link_expires_on.isoformat()
+            if invoice.link_expires_on else None,
+        })
+    return invoice
+
+
+def send_reminder(
+    invoice_id: int,
+    *,
+    actor: Actor,
+    now: datetime,
+    base_url: str,
+    secret_key: str,
+    default_sender: str,
+    expiry_days: int = 30,
+    to: str | None = None,
+) -> OutboxEmail | None:
+    """Queue a payment reminder for an open invoice; at most one per invoice per day (the organization's
+    day). Returns None when today's reminder was already queued."""
+    config = Site(base_url, secret_key, default_sender, expiry_days)
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        _refuse_unsendable(invoice, "reminded")
+        if invoice.status == "draft":
+            raise DomainError(f"Invoice {invoice_label(invoice)} has not been sent yet; send it first.")
+        recipient = _recipient(invoice, to)
+        today = local_today(invoice.organization, now)
+        _keep_link_alive(invoice, today, expiry_days)
+        due = format_money(invoice.total - invoice.amount_paid, invoice.currency)
+        when = f"was due {_date(invoice.due_date)}" if invoice.is_overdue(today) else f"due {_date(invoice.due_date)}"
+        subject = f"Reminder: invoice {invoice.number} from {invoice.organization.name} — {due} {when}"
+        email = _queue(invoice, kind="reminder", to=recipient, subject=subject, config=config, now=now, today=today,
+                       dedupe_key=f"invoice:{invoice.id}:reminder:{today.isoformat()}")
+        if email is None:
+            return None
+        record("invoice.reminded", invoice, actor=actor, now=now,
+               details={"to": email.to_addr, "email_id": email.id, "overdue": invoice.is_overdue(today)})
+    return email

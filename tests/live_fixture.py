@@ -1,0 +1,123 @@
+"""The app under a real WSGI server (gunicorn) against the test database, and a real browser (Playwright
+driving Debian's chromium). Missing pieces fail loudly; nothing here skips."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def live_server_factory(app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
+    """live_server_factory(**env) -> a gunicorn serving the app with these extra environment variables.
+
+    Servers are cached per env for the whole session and share the tests' database.
+    """
+    servers: dict[tuple[tuple[str, str], ...], LiveServer] = {}
+
+    def start(**extra: str) -> LiveServer:
+        key = tuple(sorted(extra.items()))
+        if key in servers:
+            return servers[key]
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "BASE_URL": url,
+            "PASSWORD_HASH_METHOD": app.config["PASSWORD_HASH_METHOD"],
+            "SCHEDULER_ENABLED": "0",
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+        for name in ("INVOICING_DEMO", "FLASK_DEBUG"):
+            env.pop(name, None)
+        log_path = tmp_path_factory.mktemp("live") / "gunicorn.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--no-control-socket", "--timeout", "60", "--access-logfile", "-",
+             "--logger-class", "invoicing.logredact.RedactingGunicornLogger", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        server = LiveServer(url, process, log_path)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"gunicorn did not start at {url}:\n{server.log()[-3000:]}")
+            time.sleep(0.1)
+        servers[key] = server
+        return server
+
+    yield start
+    for server in servers.values():
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); .ci/run does")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()

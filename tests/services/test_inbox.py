@@ -1,0 +1,124 @@
+"""services/inbox.py: events applied in any order, any number of times; state only moves forward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.models import Refund, WebhookEvent
+from invoicing.services import DomainError
+from invoicing.services.checkout import start_checkout
+from invoicing.services.inbox import get_event, list_events, reapply, receive
+from tests.conftest import NOW, make_client, make_invoice
+from tests.pay.support import (
+    assert_invariants,
+    event_body,
+    fresh,
+    payment_inserts_fail,
+    payments_of,
+    receipts,
+    site,
+    stripe_gateway,
+    stripe_object,
+    stripe_signature,
+)
+
+
+@pytest.fixture
+def stripe(stripe_server: Any) -> Any:
+    stripe_server.reset()
+    yield stripe_server
+    stripe_server.reset()
+
+
+def paid(stripe_server: Any, invoice: Any, amount: int | None = None) -> dict[str, dict[str, Any]]:
+    """Pay the invoice at the Stripe test server; return its session, payment intent and charge objects."""
+    started = start_checkout(invoice.id, amount=amount or invoice.amount_due, gateway=stripe_gateway(stripe_server),
+                             site=site(), now=NOW)
+    stripe_server.pay(started.session_id)
+    session = stripe_object(stripe_server, f"/v1/checkout/sessions/{started.session_id}")
+    intent = stripe_object(stripe_server, f"/v1/payment_intents/{session['payment_intent']}")
+    charge_id = intent["latest_charge"]["id"] if isinstance(intent["latest_charge"], dict) else intent["latest_charge"]
+    return {"session": session, "intent": intent, "charge": stripe_object(stripe_server, f"/v1/charges/{charge_id}")}
+
+
+def send(stripe_server: Any, type_: str, obj: dict[str, Any], event_id: str | None = None) -> Any:
+    raw = event_body(type_, obj, event_id)
+    return receive("stripe", raw, stripe_signature(raw), gateway=stripe_gateway(stripe_server), site=site(), now=NOW)
+
+
+def test_it_records_one_payment_when_the_intent_succeeds_before_the_session_completes(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    objects = paid(stripe, invoice)
+    assert send(stripe, "payment_intent.succeeded", objects["intent"]).status == "processed"
+    first, = payments_of(invoice)
+    assert (first.status, first.payment_intent_id) == ("succeeded", objects["intent"]["id"])
+    assert send(stripe, "checkout.session.completed", objects["session"]).status == "processed"
+    payment, = payments_of(invoice)
+    assert payment.checkout_session_id == objects["session"]["id"] and payment.charge_id == objects["charge"]["id"]
+    assert fresh(invoice).status == "paid" and len(receipts()) == 1
+    assert_invariants()
+
+
+def test_it_records_a_refund_that_arrives_before_the_payment(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    objects = paid(stripe, invoice)
+    stripe_gateway(stripe).refund(amount=5000, currency="USD", idempotency_key="r", charge_id=objects["charge"]["id"])
+    refunded = stripe_object(stripe, f"/v1/charges/{objects['charge']['id']}")
+    assert send(stripe, "charge.refunded", refunded).status == "processed"
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.amount, payment.amount_refunded) == ("partially_refunded", 27000, 5000)
+    later = (("payment_intent.succeeded", objects["intent"]), ("checkout.session.completed", objects["session"]),
+             ("charge.refunded", refunded))
+    for type_, obj in later:
+        assert send(stripe, type_, obj).status == "processed"
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.amount_refunded, payment.checkout_session_id) == (
+        "partially_refunded", 5000, objects["session"]["id"])
+    assert fresh(invoice).amount_paid == 22000 and db.session.query(Refund).count() == 1
+    assert_invariants()
+
+
+def test_it_never_moves_a_payment_backwards(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    objects = paid(stripe, invoice)
+    send(stripe, "checkout.session.completed", objects["session"])
+    late = {**objects["intent"], "status": "requires_payment_method",
+            "last_payment_error": {"code": "card_declined", "message": "Your card was declined."}}
+    send(stripe, "payment_intent.payment_failed", late)
+    send(stripe, "payment_intent.processing", {**objects["intent"], "status": "processing"})
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.failure_code) == ("succeeded", None) and fresh(invoice).status == "paid"
+    assert_invariants()
+
+
+def test_it_reapplies_a_failed_event_but_not_a_processed_one(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    objects = paid(stripe, invoice)
+    with payment_inserts_fail():
+        failed = send(stripe, "checkout.session.completed", objects["session"], event_id="evt_x")
+    assert (failed.status, failed.http_status) == ("failed", 500)
+    row = db.session.scalar(select(WebhookEvent))
+    again = reapply(row.id, gateway=stripe_gateway(stripe), site=site(), now=NOW)
+    assert again.status == "processed" and [p.status for p in payments_of(invoice)] == ["succeeded"]
+    with pytest.raises(DomainError, match="already processed"):
+        reapply(row.id, gateway=stripe_gateway(stripe), site=site(), now=NOW)
+    assert_invariants()
+
+
+def test_it_shows_staff_only_the_events_about_their_organization(stripe, world):
+    mine = make_invoice(world.client_a, status="open")
+    theirs = make_invoice(make_client(world.org_b, "B2"), status="open")
+    for invoice in (mine, theirs):
+        send(stripe, "checkout.session.completed", paid(stripe, invoice)["session"])
+    send(stripe, "customer.created", {"id": "cus_1", "object": "customer"})
+    rows = list_events(world.org_a.id)
+    assert [(r.event.type, r.invoice.id) for r in rows] == [("checkout.session.completed", mine.id)]
+    assert len(list_events(None)) == 3  # a superadmin sees everything, unrelated events too
+    assert list_events(world.org_a.id, status="failed") == []
+    other = next(r for r in list_events(None) if r.invoice and r.invoice.id == theirs.id)
+    with pytest.raises(DomainError):
+        get_event(world.org_a.id, other.event.id)

@@ -1,0 +1,165 @@
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from invoicing.extensions import db
+from invoicing.models import Invoice, Payment
+from invoicing.services import DomainError
+from invoicing.services.invoices import void_invoice
+from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment
+from tests.conftest import NOW, SYSTEM, make_invoice
+
+
+def manual(invoice, amount, **kw):
+    kw.setdefault("method", "bank_transfer")
+    return record_manual_payment(invoice.id, amount=amount, paid_on=NOW.date(), reference="TRF-1",
+                                 actor=SYSTEM, now=NOW, **kw)
+
+
+def fresh(invoice):
+    db.session.expire_all()
+    return db.session.get(Invoice, invoice.id)
+
+
+def test_it_records_a_partial_then_the_rest(world):
+    invoice = make_invoice(world.client_a, status="open")  # total 270.00
+    manual(invoice, 10000)
+    assert (fresh(invoice).status, fresh(invoice).amount_paid, fresh(invoice).amount_due) == ("open", 10000, 17000)
+    assert "partial" in fresh(invoice).badges(NOW.date())
+    manual(invoice, 17000)
+    invoice = fresh(invoice)
+    assert (invoice.status, invoice.amount_paid, invoice.paid_at) == ("paid", 27000, NOW)
+
+
+def test_it_refuses_an_overpayment_with_a_clear_message(world):
+    invoice = make_invoice(world.client_a, status="open")
+    with pytest.raises(DomainError, match="more than the amount due"):
+        manual(invoice, 27001)
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 0
+
+
+def test_it_refuses_a_partial_payment_when_the_organization_does_not_allow_it(world):
+    invoice = make_invoice(world.client_b, status="open")
+    with pytest.raises(DomainError, match="Partial payments are turned off"):
+        manual(invoice, 100)
+    assert fresh(invoice).amount_paid == 0
+
+
+@pytest.mark.parametrize("state", ["draft", "void", "paid"])
+def test_it_refuses_manual_payments_unless_open(world, state):
+    invoice = make_invoice(world.client_a, status="draft" if state == "draft" else "open")
+    if state == "void":
+        void_invoice(invoice.id, reason="x", actor=SYSTEM, now=NOW)
+    if state == "paid":
+        manual(invoice, invoice.total)
+    with pytest.raises(DomainError, match="cannot take a payment|more than the amount due"):
+        manual(invoice, 100)
+
+
+def test_it_records_a_double_submitted_form_once(world):
+    invoice = make_invoice(world.client_a, status="open")
+    first = manual(invoice, 5000, idempotency_key="form-123")
+    second = manual(invoice, 5000, idempotency_key="form-123")
+    assert first.created and not second.created and first.payment.id == second.payment.id
+    assert fresh(invoice).amount_paid == 5000
+
+
+def test_it_applies_a_provider_payment_once_per_reference_and_moves_state_forward_only(world):
+    invoice = make_invoice(world.client_a, status="open")
+    kwargs = dict(amount=invoice.total, currency="USD", method="card", actor=SYSTEM, now=NOW,
+                  checkout_session_id="cs_1")
+    apply_payment(invoice.id, status="succeeded", payment_intent_id="pi_1", **kwargs)
+    late = apply_payment(invoice.id, status="processing", **kwargs)  # an older event arriving late
+    assert not late.created and late.payment.status == "succeeded"
+    assert late.payment.payment_intent_id == "pi_1"
+    assert fresh(invoice).status == "paid"
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
+
+
+def test_it_keeps_an_invoice_processing_until_an_async_payment_settles(world):
+    invoice = make_invoice(world.client_a, status="open")
+    kwargs = dict(amount=invoice.total, currency="USD", method="card", actor=SYSTEM, now=NOW,
+                  checkout_session_id="cs_async")
+    apply_payment(invoice.id, status="processing", **kwargs)
+    assert (fresh(invoice).status, fresh(invoice).amount_paid) == ("processing", 0)
+    apply_payment(invoice.id, status="failed", failure_code="insufficient_funds", **kwargs)
+    assert fresh(invoice).status == "open"
+
+
+def test_it_flags_provider_money_beyond_the_amount_due_instead_of_losing_it(world):
+    invoice = make_invoice(world.client_a, status="open")
+    common = dict(currency="USD", method="card", status="succeeded", actor=SYSTEM, now=NOW)
+    apply_payment(invoice.id, amount=invoice.total, checkout_session_id="cs_a", **common)
+    second = apply_payment(invoice.id, amount=invoice.total, checkout_session_id="cs_b", **common)
+    assert second.created and second.payment.overpayment
+    assert fresh(invoice).status == "paid" and fresh(invoice).amount_paid == 2 * invoice.total
+
+
+def test_it_refuses_a_payment_in_another_currency(world):
+    invoice = make_invoice(world.client_a, status="open")
+    with pytest.raises(DomainError, match="in USD, not EUR"):
+        apply_payment(invoice.id, amount=100, currency="EUR", method="card", status="succeeded", actor=SYSTEM,
+                      now=NOW, checkout_session_id="cs_x")
+
+
+def test_it_refunds_in_part_then_in_full_and_the_balance_follows(world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = manual(invoice, invoice.total).payment
+    apply_refund(payment.id, amount=4500, actor=SYSTEM, now=NOW, provider_refund_id="re_1", reason="discount")
+    apply_refund(payment.id, amount=4500, actor=SYSTEM, now=NOW, provider_refund_id="re_1")  # replayed event
+    invoice = fresh(invoice)
+    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == ("open", 22500, 4500)
+    assert db.session.get(Payment, payment.id).status == "partially_refunded"
+    apply_refund(payment.id, amount=22500, actor=SYSTEM, now=NOW + timedelta(hours=1), provider_refund_id="re_2")
+    assert db.session.get(Payment, payment.id).status == "refunded"
+    assert fresh(invoice).amount_paid == 0
+    with pytest.raises(DomainError, match="at most what is left"):
+        apply_refund(payment.id, amount=1, actor=SYSTEM, now=NOW, provider_refund_id="re_3")
+
+
+def test_it_lets_a_declined_session_be_retried_with_a_slower_method(world):
+    invoice = make_invoice(world.client_a, status="open")
+    kwargs = dict(amount=invoice.total, currency="USD", method="card", actor=SYSTEM, now=NOW,
+                  checkout_session_id="cs_retry", payment_intent_id="pi_retry")
+    apply_payment(invoice.id, status="failed", failure_code="card_declined", **kwargs)
+    assert fresh(invoice).status == "open"
+    apply_payment(invoice.id, status="processing", **kwargs)  # same session, now a bank debit
+    assert fresh(invoice).status == "processing"  # no second checkout while the debit is pending
+    apply_payment(invoice.id, status="succeeded", **kwargs)
+    apply_payment(invoice.id, status="failed", **kwargs)  # a stale event after success changes nothing
+    payment = db.session.execute(select(Payment)).scalar_one()
+    assert (payment.status, payment.overpayment, fresh(invoice).status) == ("succeeded", False, "paid")
+
+
+def test_it_refuses_a_reference_that_belongs_to_another_invoice(world):
+    first = make_invoice(world.client_a, status="open")
+    second = make_invoice(world.client_a, status="open")
+    common = dict(currency="USD", method="card", status="succeeded", actor=SYSTEM, now=NOW, payment_intent_id="pi_1")
+    apply_payment(first.id, amount=first.total, **common)
+    with pytest.raises(DomainError, match="another invoice"):
+        apply_payment(second.id, amount=second.total, **common)
+    assert fresh(second).amount_paid == 0
+
+
+def test_it_decides_on_committed_rows_not_on_objects_this_session_loaded_earlier(world):
+    from sqlalchemy.orm import Session
+
+    from invoicing.models import AuditEvent
+
+    invoice = make_invoice(world.client_a, status="open")
+    kwargs = dict(amount=invoice.total, currency="USD", method="card", actor=SYSTEM, now=NOW,
+                  checkout_session_id="cs_race")
+    held = apply_payment(invoice.id, status="processing", **kwargs).payment  # this session keeps it loaded
+    assert held.status == "processing"
+    with Session(db.engine) as other:  # another worker's webhook settles it meanwhile
+        apply_other = other.get(Payment, held.id)
+        apply_other.status, apply_other.succeeded_at = "succeeded", NOW
+        other.get(Invoice, invoice.id).amount_paid = invoice.total
+        other.get(Invoice, invoice.id).status = "paid"
+        other.commit()
+    result = apply_payment(invoice.id, status="succeeded", **kwargs)
+    assert not result.created and result.payment.status == "succeeded" and not result.payment.overpayment
+    succeeded_events = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "payment.succeeded"))
+    assert succeeded_events == 0  # the other worker wrote the state; this call changed nothing

@@ -1,0 +1,74 @@
+"""Staff invoicing in a real browser against the app under gunicorn (CSRF on): create a client, write an
+invoice with three lines and a discount while the totals update live (no page reload), send it, find the
+email with its pay link in the outbox, and record the payment."""
+
+import re
+
+from flask import current_app
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.models import Client, Invoice, OutboxEmail
+from invoicing.services.paylinks import resolve
+from tests.conftest import PASSWORD
+
+
+def test_it_creates_a_client_and_an_invoice_with_live_totals_and_sends_it(live_server_factory, page, world):
+    server = live_server_factory()
+    page.goto(f"{server.url}/admin/login")
+    page.get_by_label("Email").fill(world.alice.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/admin/")
+
+    page.get_by_role("link", name="Clients", exact=True).click()
+    page.wait_for_url(f"{server.url}/admin/clients")
+    page.get_by_role("link", name="New client").click()
+    page.wait_for_url(f"{server.url}/admin/clients/new")
+    page.get_by_label("Name").fill("Initech")
+    page.get_by_label("Billing email").fill("ap@initech.test")
+    page.get_by_role("button", name="Create client").click()
+    page.get_by_role("heading", name="Initech", exact=True).wait_for()
+
+    page.get_by_role("link", name="New invoice").click()
+    page.wait_for_url(re.compile(r".*/admin/invoices/new\?client=\d+$"))
+    page.get_by_role("heading", name="New invoice").wait_for()
+    page.evaluate("window.stillTheSamePage = true")  # a full reload would lose this
+    lines = [("Design", "2", "1,250.50", "8.875"), ("Hosting", "12", "9.99", "0"), ("Domain", "1", "15", "0")]
+    for n, (description, quantity, price, tax) in enumerate(lines, 1):
+        if n > 1:
+            page.get_by_role("button", name="+ Add line").click()
+        page.get_by_label(f"Line {n} description").fill(description)
+        page.get_by_label(f"Line {n} quantity").fill(quantity)
+        page.get_by_label(f"Line {n} unit price").fill(price)
+        page.get_by_label(f"Line {n} tax rate").fill(tax)
+    page.locator("#total-subtotal").filter(has_text="$2,635.88").wait_for()  # live, from the server
+    page.get_by_label("Discount type").select_option("percent")
+    page.get_by_label("Discount value").fill("10")
+    page.locator("#total-total").filter(has_text="$2,572.06").wait_for()
+    assert page.locator("#total-discount").inner_text() == "−$263.59"
+    assert page.locator("#line-amount-0").inner_text() == "$2,501.00"
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    page.get_by_role("button", name="Save draft").click()
+    page.wait_for_url(re.compile(rf"{server.url}/admin/invoices/\d+$"))
+    page.get_by_text("Send invoice…").click()
+    page.get_by_role("button", name="Send invoice", exact=True).click()
+    page.get_by_text("queued for email").wait_for()
+    assert re.search(r"\d{4}-0001", page.get_by_role("heading", level=1).inner_text())  # numbered when sent
+    pay_link = page.get_by_role("textbox", name="Pay link").input_value()
+    page.get_by_text("Record a payment…").click()  # a prefixed form with its own CSRF token, over htmx
+    page.get_by_role("button", name="Record payment").click()
+    page.get_by_text("Payment of $2,572.06 recorded.").wait_for()
+
+    db.session.rollback()  # end this process's read snapshot: the served app wrote since
+    client = db.session.execute(select(Client).where(Client.name == "Initech")).scalar_one()
+    invoice = db.session.execute(select(Invoice).where(Invoice.client_id == client.id)).scalar_one()
+    assert (invoice.status, invoice.total, invoice.discount_total, len(invoice.lines)) == ("paid", 257206, 26359, 3)
+    [email] = db.session.execute(select(OutboxEmail).where(OutboxEmail.invoice_id == invoice.id)).scalars().all()
+    assert email.to_addr == "ap@initech.test" and email.attachments == [{"kind": "invoice_pdf",
+                                                                         "invoice_id": invoice.id}]
+    token = re.search(rf"{re.escape(server.url)}/pay/(\S+)", email.text_body).group(1)
+    assert pay_link == f"{server.url}/pay/{token}"  # the invoice page shows the link that was emailed
+    assert resolve(token, secret_key=current_app.config["SECRET_KEY"], today=invoice.issue_date).id == invoice.id
+    assert [(p.amount, p.method) for p in invoice.payments] == [(257206, "bank_transfer")]

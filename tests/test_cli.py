@@ -1,0 +1,56 @@
+from sqlalchemy import func, select
+
+from invoicing.extensions import db
+from invoicing.models import AuditEvent, Client, Contact, Invoice, Organization, Payment, User
+from invoicing.services.demo import DEMO_EMAIL
+
+
+def test_it_creates_an_admin_in_a_new_organization(runner):
+    result = runner.invoke(args=["create-admin", "--email", "Boss@Shop.test", "--password", "long-enough-pw",
+                                 "--org", "Shop"])
+    assert result.exit_code == 0, result.output
+    assert "Created admin boss@shop.test in Shop" in result.output
+    user = db.session.execute(select(User)).scalar_one()
+    assert (user.email, user.role, user.organization.name) == ("boss@shop.test", "admin", "Shop")
+
+
+def test_it_creates_a_superadmin_without_an_organization(runner):
+    result = runner.invoke(args=["create-admin", "--email", "root@ops.test", "--password", "long-enough-pw",
+                                 "--superadmin"])
+    assert result.exit_code == 0 and db.session.execute(select(User.role)).scalar_one() == "superadmin"
+
+
+def test_it_explains_what_is_wrong_and_writes_nothing(runner):
+    result = runner.invoke(args=["create-admin", "--email", "x@shop.test", "--password", "short", "--org", "Shop"])
+    assert result.exit_code == 1 and "at least 10 characters" in result.output
+    assert db.session.scalar(select(func.count()).select_from(User)) == 0
+    result = runner.invoke(args=["create-admin", "--email", "x@shop.test", "--password", "long-enough-pw"])
+    assert "Give --org NAME" in result.output
+
+
+def test_it_loads_demo_data_in_every_state_once(runner, app):
+    result = runner.invoke(args=["demo"])
+    assert result.exit_code == 0, result.output
+    assert DEMO_EMAIL in result.output and "password:" in result.output
+    statuses = dict(db.session.execute(select(Invoice.status, func.count()).group_by(Invoice.status)).all())
+    assert statuses == {"draft": 2, "open": 7, "paid": 3, "void": 1}
+    numbers = sorted(db.session.execute(select(Invoice.number).where(Invoice.number.is_not(None))).scalars())
+    assert numbers == [f"2026-{n:04d}" for n in range(1, 12)]
+    partial = db.session.scalar(select(func.count()).select_from(Invoice).where(
+        Invoice.status == "open", Invoice.amount_paid > 0))
+    assert partial == 2
+    assert db.session.scalar(select(func.count()).select_from(Client)) == 3
+    assert db.session.scalar(select(func.count()).select_from(Contact)) >= 3
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 5
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) > 30
+    org = db.session.execute(select(Organization)).scalar_one()
+    assert org.logo_mime == "image/png" and org.logo.startswith(b"\x89PNG") and org.brand_color.startswith("#")
+    db.session.rollback()
+    again = runner.invoke(args=["demo"])
+    assert "already present" in again.output
+    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 13
+
+
+def test_it_reports_health(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok", "database": "ok"}

@@ -1,0 +1,180 @@
+"""POST /webhooks/stripe: the inbox's front door (rule 5). Events are the Stripe test server's own objects,
+signed like Stripe signs them, posted to the in-process app."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from invoicing.extensions import db
+from invoicing.models import AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
+from invoicing.services.checkout import start_checkout
+from invoicing.services.refunds import refund_payment
+from tests.conftest import NOW, SYSTEM, make_invoice, make_user
+from tests.pay.support import (
+    assert_invariants,
+    event_body,
+    fresh,
+    payments_of,
+    receipts,
+    site,
+    stripe_gateway,
+    stripe_object,
+    stripe_signature,
+)
+
+
+def deliver(client, type_: str, obj: dict[str, Any], *, event_id: str | None = None, secret: str | None = None,
+            timestamp: int | None = None, raw: bytes | None = None):
+    raw = raw or event_body(type_, obj, event_id)
+    signature = stripe_signature(raw, timestamp=timestamp, **({"secret": secret} if secret else {}))
+    return client.post("/webhooks/stripe", data=raw, headers={"Stripe-Signature": signature,
+                                                               "Content-Type": "application/json"})
+
+
+def paid_session(stripe_server, invoice, card: str = "4242424242424242") -> dict[str, Any]:
+    started = start_checkout(invoice.id, amount=invoice.amount_due, gateway=stripe_gateway(stripe_server),
+                             site=site(), now=NOW)
+    stripe_server.pay(started.session_id, card=card)
+    return stripe_object(stripe_server, f"/v1/checkout/sessions/{started.session_id}")
+
+
+def events() -> list[tuple[str, str, int]]:
+    return [(e.type, e.status, e.attempts) for e in db.session.scalars(select(WebhookEvent).order_by(WebhookEvent.id))]
+
+
+def test_it_records_a_completed_checkout_once_however_often_it_arrives(client, world, stripe_app):
+    invoice = make_invoice(world.client_a, status="open")
+    session = paid_session(stripe_app, invoice)
+    first = deliver(client, "checkout.session.completed", session, event_id="evt_1")
+    assert (first.status_code, first.json["status"]) == (200, "processed")
+    for _ in range(3):
+        again = deliver(client, "checkout.session.completed", session, event_id="evt_1")
+        assert (again.status_code, again.json["status"]) == (200, "duplicate")
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.amount, payment.checkout_session_id) == ("succeeded", 27000, session["id"])
+    assert payment.payment_intent_id == session["payment_intent"]
+    assert fresh(invoice).status == "paid" and len(receipts()) == 1
+    assert events() == [("checkout.session.completed", "processed", 1)]
+    stored = db.session.scalar(select(WebhookEvent))
+    assert json.loads(stored.payload)["data"]["object"]["id"] == session["id"] and stored.provider == "stripe"
+    assert_invariants()
+
+
+def test_it_refuses_a_forged_stale_or_unsigned_event_and_writes_nothing(client, world, stripe_app):
+    invoice = make_invoice(world.client_a, status="open")
+    session = paid_session(stripe_app, invoice)
+    forged = deliver(client, "checkout.session.completed", session, secret="whsec_attacker")
+    stale = deliver(client, "checkout.session.completed", session, timestamp=int(time.time()) - 301)
+    unsigned = client.post("/webhooks/stripe", data=event_body("checkout.session.completed", session))
+    raw = event_body("checkout.session.completed", session)
+    swapped = client.post("/webhooks/stripe", data=raw.replace(b"27000", b"1"),
+                          headers={"Stripe-Signature": stripe_signature(raw)})
+    assert [r.status_code for r in (forged, stale, unsigned, swapped)] == [400, 400, 400, 400]
+    assert forged.json == {"error": "invalid signature"}
+    assert db.session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+    assert payments_of(invoice) == [] and fresh(invoice).status == "open"
+    fresh_enough = deliver(client, "checkout.session.completed", session, timestamp=int(time.time()) - 290)
+    assert fresh_enough.status_code == 200
+
+
+def test_it_stores_types_it_does_not_act_on_and_answers_200(client, world, stripe_app):
+    response = deliver(client, "customer.created", {"id": "cus_1", "object": "customer"}, event_id="evt_c")
+    assert (response.status_code, response.json["status"]) == (200, "ignored")
+    row = db.session.scalar(select(WebhookEvent))
+    assert (row.event_id, row.type, row.status, row.error) == ("evt_c", "customer.created", "ignored",
+                                                                "ignored: not a type we act on")
+
+
+def test_it_answers_500_and_keeps_the_event_when_applying_fails_then_applies_it_on_redelivery(client, world,
+                                                                                               stripe_app):
+    from tests.pay.support import payment_inserts_fail
+
+    invoice = make_invoice(world.client_a, status="open")
+    session = paid_session(stripe_app, invoice)
+    with payment_inserts_fail():
+        failed = deliver(client, "checkout.session.completed", session, event_id="evt_f")
+    assert failed.status_code == 500 and failed.json["status"] == "failed"
+    row = db.session.scalar(select(WebhookEvent))
+    assert row.status == "failed" and "injected fault" in row.error and row.attempts == 1
+    assert payments_of(invoice) == []
+    retried = deliver(client, "checkout.session.completed", session, event_id="evt_f")  # Stripe retries
+    assert (retried.status_code, retried.json["status"]) == (200, "processed")
+    assert events() == [("checkout.session.completed", "processed", 2)]
+    assert [p.status for p in payments_of(invoice)] == ["succeeded"] and len(receipts()) == 1
+    assert_invariants()
+
+
+def test_it_records_partial_and_full_refunds_once_including_those_made_by_staff(client, world, stripe_app):
+    invoice = make_invoice(world.client_a, status="open")
+    session = paid_session(stripe_app, invoice)
+    deliver(client, "checkout.session.completed", session)
+    payment, = payments_of(invoice)
+    gateway = stripe_gateway(stripe_app)
+    staff = refund_payment(invoice.id, payment.id, amount=7000, reason="Late", key="form-1", actor=SYSTEM,
+                           gateway=gateway, now=NOW)
+    charge_id = gateway.retrieve_payment_intent(payment.payment_intent_id).charge_id
+    partial = stripe_object(stripe_app, f"/v1/charges/{charge_id}")
+    assert deliver(client, "charge.refunded", partial).status_code == 200  # the staff refund, heard again
+    gateway.refund(amount=20000, currency="USD", idempotency_key="dashboard", charge_id=charge_id)  # elsewhere
+    full = stripe_object(stripe_app, f"/v1/charges/{charge_id}")
+    deliver(client, "charge.refunded", full)
+    deliver(client, "charge.refunded", full)
+    refunds = db.session.scalars(select(Refund).order_by(Refund.id)).all()
+    assert [(r.amount, r.reason) for r in refunds] == [(7000, "Late"), (20000, "")]
+    assert refunds[0].provider_refund_id == staff.provider_refund_id
+    assert (payments_of(invoice)[0].status, fresh(invoice).amount_paid, fresh(invoice).status) == (
+        "refunded", 0, "open")
+    assert_invariants()
+
+
+def test_it_flags_a_dispute_and_alerts_the_admins_once(client, world, stripe_app):
+    second_admin = make_user(world.org_a, "ops@a.test", "admin")
+    make_user(world.org_a, "clerk@a.test", "staff")
+    invoice = make_invoice(world.client_a, status="open")
+    session = paid_session(stripe_app, invoice)
+    deliver(client, "checkout.session.completed", session)
+    payment, = payments_of(invoice)
+    dispute = {"id": "dp_1", "object": "dispute", "amount": 27000, "currency": "usd", "reason": "fraudulent",
+               "status": "needs_response", "charge": "ch_unknown", "payment_intent": payment.payment_intent_id}
+    for _ in range(2):
+        assert deliver(client, "charge.dispute.created", dispute, event_id="evt_d").status_code == 200
+    deliver(client, "charge.dispute.created", dispute)  # a new event id for the same dispute
+    invoice = fresh(invoice)
+    assert invoice.disputed_at is not None and "disputed" in invoice.badges(NOW.date())
+    assert db.session.scalar(select(AuditEvent.details).where(AuditEvent.action == "invoice.disputed"))["reason"] \
+        == "fraudulent"
+    alerts = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dispute")).all()
+    assert sorted(a.to_addr for a in alerts) == sorted([world.alice.email, second_admin.email])
+    assert "Payment disputed: invoice" in alerts[0].subject and "fraudulent" in alerts[0].text_body
+    assert_invariants()
+
+
+def test_it_ignores_events_about_invoices_of_another_installation(client, world, stripe_app):
+    invoice = make_invoice(world.client_a, status="open")
+    session = paid_session(stripe_app, invoice)
+    session["metadata"]["invoice_public_id"] = "f" * 32
+    response = deliver(client, "checkout.session.completed", session)
+    assert (response.status_code, response.json["status"]) == (200, "ignored")
+    assert payments_of(invoice) == []
+
+
+def test_it_marks_an_expired_session(client, world, stripe_app):
+    invoice = make_invoice(world.client_a, status="open")
+    started = start_checkout(invoice.id, amount=27000, gateway=stripe_gateway(stripe_app), site=site(), now=NOW)
+    stripe_gateway(stripe_app).expire_checkout(started.session_id)
+    expired = stripe_object(stripe_app, f"/v1/checkout/sessions/{started.session_id}")
+    assert deliver(client, "checkout.session.expired", expired).json["status"] == "processed"
+    assert db.session.scalar(select(CheckoutSession.status)) == "expired"
+
+
+def test_it_only_listens_on_the_configured_providers_endpoint(client, stripe_app):
+    assert client.post("/webhooks/sandbox", data=b"{}").status_code == 404
+
+
+def test_it_answers_404_on_the_stripe_endpoint_in_sandbox_mode(client):
+    assert client.post("/webhooks/stripe", data=b"{}", headers={"Stripe-Signature": "t=1,v1=0"}).status_code == 404
+    assert client.post("/webhooks/sandbox", data=b"{}", headers={"Sandbox-Signature": "t=1,v1=0"}).status_code == 400
