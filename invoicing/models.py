@@ -316,10 +316,14 @@ class Refund(Model):
     payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+    # succeeded (counted in the payment's amount_refunded), or failed / canceled at the provider (not counted:
+    # the client never got the money, services/payments.reverse_refund gave it back to the invoice).
     status: Mapped[str] = mapped_column(String(20), default="succeeded")
     provider_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+    failure_reason: Mapped[str | None] = mapped_column(String(100))  # the provider's, e.g. expired_or_canceled_card
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -89,6 +89,14 @@ class StripeServer:
         body = self._ok("POST", f"/_config/checkout/{session_id}/settle", data={"outcome": outcome})
         return json.loads(body)
 
+    def fail_refund(self, refund_id: str, failure_reason: str = "expired_or_canceled_card",
+                    status: str = "failed") -> dict[str, Any]:
+        """Make a refund fail (or be canceled) after the fact, as card networks do; the server emits
+        refund.updated, charge.refund.updated and (when failed) refund.failed. Returns the refund JSON."""
+        body = self._ok("POST", f"/_config/refunds/{refund_id}/fail",
+                        data={"status": status, "failure_reason": failure_reason})
+        return json.loads(body)
+
     def checkout_url(self, session_id: str) -> str:
         return f"{self.base_url}/_config/checkout/{session_id}"
 

@@ -3,8 +3,9 @@
 Run: python tests/stripe_server.py --port PORT (--port 0 picks a free port; stdout's first line is
 "READY http://127.0.0.1:PORT"). localstripe is GPL-3.0: this is a test tool, the app never imports it.
 Added: Checkout Sessions with a hosted pay page (/_config/checkout/{id}, cards in CARDS), Idempotency-Key
-replays, charge.refunded/refund.created events, fault injection (/_config/faults) and a webhook sender
-with pause/drop/duplicates/delay. DELETE /_config/data resets everything but webhook registrations.
+replays, charge.refunded/refund.created events, refunds that fail later (POST /_config/refunds/{id}/fail, with
+Stripe's refund.updated/charge.refund.updated/refund.failed events), fault injection (/_config/faults) and a
+webhook sender with pause/drop/duplicates/delay. DELETE /_config/data resets everything but webhook registrations.
 """
 import argparse
 import asyncio
@@ -330,6 +331,28 @@ def refund_init(self, charge=None, payment_intent=None, amount=None, reason=None
 
 
 Refund.__init__ = refund_init
+# Like Stripe: a failed or canceled refund gives the money back to the charge (it can be refunded again).
+Charge.amount_refunded = property(lambda self: sum(r.amount for r in self.refunds._list
+                                                   if getattr(r, 'status', None) not in ('failed', 'canceled')))
+
+
+async def refund_fail(request):
+    """The card network sends a refund back days later (or it is canceled): status failed with a
+    failure_reason, and the events Stripe sends for it: refund.updated, charge.refund.updated, refund.failed."""
+    refund = Refund._api_retrieve(request.match_info['id'])
+    data = await server.get_post_data(request) or {}
+    status = data.get('status', 'failed')
+    if status not in ('failed', 'canceled'):
+        raise bad('status must be failed or canceled', 'status')
+    if refund.status not in ('pending', 'succeeded'):
+        raise bad(f'Refund {refund.id} is {refund.status}; only a pending or succeeded refund can fail.')
+    refund.status = status
+    refund.failure_reason = data.get('failure_reason', 'expired_or_canceled_card') if status == 'failed' else None
+    emit('refund.updated', refund)
+    emit('charge.refund.updated', refund)
+    if status == 'failed':
+        emit('refund.failed', refund)
+    return server.json_response(refund._export())
 
 # --------------------------------------------------------------------------- webhooks
 class WH:  # webhook delivery settings
@@ -515,6 +538,7 @@ ROUTES = (
     ('GET', '/_config/checkout/{id}', checkout_page),
     ('POST', '/_config/checkout/{id}/pay', checkout_pay),
     ('POST', '/_config/checkout/{id}/settle', checkout_settle),
+    ('POST', '/_config/refunds/{id}/fail', refund_fail),
     ('GET', '/_config/faults', get_faults),
     ('POST', '/_config/faults', set_faults),
     ('DELETE', '/_config/faults', clear_faults),

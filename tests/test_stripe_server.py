@@ -249,6 +249,34 @@ def test_it_emits_charge_refunded_on_refunds(stripe_server, client, webhooks):
     assert again.value.code == "charge_already_refunded"
 
 
+def test_it_fails_a_refund_later_with_stripes_refund_events(stripe_server, client, webhooks):
+    session = client.v1.checkout.sessions.create(session_params(amount=2000, quantity=1))
+    stripe_server.pay(session.id)
+    intent = client.v1.checkout.sessions.retrieve(session.id).payment_intent
+    refund = client.v1.refunds.create({"payment_intent": intent, "amount": 1500})
+
+    failed = stripe_server.fail_refund(refund.id)
+    reason = "expired_or_canceled_card"
+    assert (failed["status"], failed["failure_reason"], failed["amount"]) == ("failed", reason, 1500)
+    for type_ in ("refund.updated", "charge.refund.updated", "refund.failed"):
+        delivery, = webhooks.wait_for(type_)
+        verified = delivery.verified().data.object
+        assert (verified.id, verified.status, verified.failure_reason) == (refund.id, "failed", reason)
+        assert (delivery.object["charge"], delivery.object["payment_intent"]) == (refund.charge, intent)
+    charge = client.v1.charges.retrieve(refund.charge)
+    assert (charge.amount_refunded, charge.refunded) == (0, False)  # the money is back: it can be refunded again
+    again = client.v1.refunds.create({"charge": charge.id})
+    assert again.amount == 2000
+
+    canceled = stripe_server.fail_refund(again.id, status="canceled")
+    assert (canceled["status"], canceled.get("failure_reason")) == ("canceled", None)
+    assert webhooks.wait_for("refund.updated", count=2)[-1].object["status"] == "canceled"
+    status, _, body = stripe_server.request("POST", f"/_config/refunds/{refund.id}/fail", data={"status": "failed"})
+    assert status == 400 and b"only a pending or succeeded refund can fail" in body
+    time.sleep(0.3)
+    assert len(webhooks.of_type("refund.failed")) == 1  # a canceled refund did not fail
+
+
 def test_it_injects_http_500_and_dropped_connections(stripe_server, client):
     stripe_server.fault(path_prefix="/v1/checkout/sessions", method="POST", mode="error_500", count=1)
     with pytest.raises(stripe.APIError):

@@ -21,6 +21,7 @@ from invoicing.admin import bp
 from invoicing.auth import staff_required
 from invoicing.extensions import db
 from invoicing.gateways import current_gateway
+from invoicing.gateways.base import REFUND_REVERSED
 from invoicing.models import CheckoutSession, Invoice, Payment
 from invoicing.money import MoneyError, format_money, format_plain, parse_amount
 from invoicing.services import DomainError, inbox, queries, refunds
@@ -88,7 +89,12 @@ def payments_refund(invoice_id: int) -> Any:
         except DomainError as exc:
             form.amount.errors = [str(exc)]
         else:
-            flash(f"Refunded {format_money(refund.amount, refund.currency)}.", "success")
+            if refund.status in REFUND_REVERSED:  # the provider already said it failed (its event came first)
+                flash(f"The provider could not refund {format_money(refund.amount, refund.currency)}: "
+                      f"{(refund.failure_reason or refund.status).replace('_', ' ')}. Refund the client another way.",
+                      "error")
+            else:
+                flash(f"Refunded {format_money(refund.amount, refund.currency)}.", "success")
             return redirect(url_for("admin.invoice", invoice_id=invoice.id), code=303)
     return render_template("admin/webhooks_refund.html", invoice=invoice, payment=payment, form=form), 422
 

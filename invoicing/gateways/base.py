@@ -101,15 +101,29 @@ class PaymentIntentInfo:
         return _int(self.metadata.get("invoice_id"))
 
 
+# Refund statuses that mean the money never reached the client: it stays with us (Stripe puts it back in the
+# balance). Both are final at the provider: a refund in one of them never succeeds later.
+REFUND_REVERSED = ("failed", "canceled")
+# Events about a refund whose status changed; each carries the Refund object (Stripe sends all three for a
+# failed card refund, in no guaranteed order).
+REFUND_UPDATE_EVENTS = ("charge.refund.updated", "refund.updated", "refund.failed")
+
+
 @dataclass(frozen=True)
 class RefundInfo:
     id: str
     amount: int
     currency: str
-    status: str = "succeeded"
+    status: str = "succeeded"  # pending, requires_action, succeeded, failed, canceled
     charge_id: str | None = None
     payment_intent_id: str | None = None
     reason: str = ""  # what staff wrote (metadata.reason)
+    failure_reason: str = ""  # when failed: lost_or_stolen_card, expired_or_canceled_card, unknown, ...
+
+    @property
+    def reversed(self) -> bool:
+        """The provider could not complete it (failed or canceled): the client did not get the money."""
+        return self.status in REFUND_REVERSED
 
 
 @dataclass(frozen=True)
@@ -173,6 +187,10 @@ class Event:
 
     def charge(self) -> ChargeInfo:
         return charge_from(self.object, self.to_minor)
+
+    def refund(self) -> RefundInfo:
+        """The Refund object of charge.refund.updated, refund.updated and refund.failed."""
+        return refund_from(self.object, self.to_minor)
 
     def dispute(self) -> DisputeInfo:
         obj, currency = self.object, str(self.object.get("currency") or "").upper()
@@ -244,15 +262,23 @@ def payment_intent_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> Pa
     )
 
 
+def refund_from(obj: Mapping[str, Any], to_minor: AmountConverter, *, charge: Mapping[str, Any] | None = None
+                ) -> RefundInfo:
+    """A Refund object, on its own (refund events) or listed on its charge (`charge`, for the ids it omits)."""
+    currency = str(obj.get("currency") or (charge or {}).get("currency") or "").upper()
+    return RefundInfo(
+        id=str(obj["id"]), amount=to_minor(int(obj.get("amount") or 0), currency), currency=currency,
+        status=str(obj.get("status") or "succeeded"),
+        charge_id=_id(obj.get("charge")) or (str(charge["id"]) if charge else None),
+        payment_intent_id=_id(obj.get("payment_intent")) or _id((charge or {}).get("payment_intent")),
+        reason=str((obj.get("metadata") or {}).get("reason") or ""),
+        failure_reason=str(obj.get("failure_reason") or ""),
+    )
+
+
 def charge_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> ChargeInfo:
     currency = str(obj.get("currency") or "").upper()
-    refunds = tuple(
-        RefundInfo(id=str(r["id"]), amount=to_minor(int(r.get("amount") or 0), currency), currency=currency,
-                   status=str(r.get("status") or "succeeded"), charge_id=str(obj["id"]),
-                   payment_intent_id=_id(obj.get("payment_intent")),
-                   reason=str((r.get("metadata") or {}).get("reason") or ""))
-        for r in ((obj.get("refunds") or {}).get("data") or [])
-    )
+    refunds = tuple(refund_from(r, to_minor, charge=obj) for r in ((obj.get("refunds") or {}).get("data") or []))
     return ChargeInfo(
         id=str(obj["id"]), payment_intent_id=_id(obj.get("payment_intent")),
         amount=to_minor(int(obj.get("amount") or 0), currency),

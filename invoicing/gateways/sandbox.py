@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
 from invoicing.gateways.base import (
+    REFUND_REVERSED,
     CardDeclined,
     ChargeInfo,
     ChargeResult,
@@ -45,6 +46,7 @@ from invoicing.gateways.base import (
     checkout_from,
     event_from_payload,
     payment_intent_from,
+    refund_from,
 )
 from invoicing.models import SandboxObject
 from invoicing.services.db import atomic
@@ -271,6 +273,33 @@ class SandboxGateway(Gateway):
         self._emit(events)
         return RefundInfo(id=data["id"], amount=data["amount"], currency=currency, status=data["status"],
                           charge_id=data["charge"], payment_intent_id=data["payment_intent"], reason=reason)
+
+    def fail_refund(self, refund_id: str, *, status: str = "failed",
+                    failure_reason: str = "expired_or_canceled_card") -> RefundInfo:
+        """The card network sends a refund back (or it is canceled), as happens at Stripe days later: the
+        charge counts it as not refunded again, and the same events as Stripe's are emitted."""
+        if status not in REFUND_REVERSED:
+            raise GatewayError("A refund can only fail or be canceled.", code="invalid_status")
+        events: list[tuple[str, dict[str, Any]]] = []
+        with atomic():
+            row = self._load(refund_id, lock=True)
+            refund = dict(row.data)
+            if refund.get("object") != "refund" or refund["status"] not in ("pending", "succeeded"):
+                raise GatewayError("Only a pending or succeeded refund can fail.", code="refund_not_pending")
+            refund.update(status=status, failure_reason=failure_reason if status == "failed" else None)
+            charge_row = self._load(refund["charge"], lock=True)
+            charge = dict(charge_row.data)
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = False
+            charge["refunds"] = {"object": "list", "data": [refund if r["id"] == refund_id else r
+                                                            for r in charge["refunds"]["data"]]}
+            self._save(row, refund)
+            self._save(charge_row, charge)
+            events += [("refund.updated", refund), ("charge.refund.updated", refund)]
+            if status == "failed":
+                events.append(("refund.failed", refund))
+        self._emit(events)
+        return refund_from(self._export(refund), lambda amount, currency: amount)
 
     def charge_off_session(self, *, customer_id: str, payment_method_id: str, amount: int, currency: str,
                            idempotency_key: str, metadata: Mapping[str, str]) -> ChargeResult:

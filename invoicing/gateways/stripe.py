@@ -38,6 +38,7 @@ from invoicing.gateways.base import (
     checkout_from,
     event_from_payload,
     payment_intent_from,
+    refund_from,
 )
 from invoicing.money import precision
 
@@ -197,10 +198,7 @@ class StripeGateway(Gateway):
             raise GatewayError("This payment has no provider reference to refund.")
         with _errors():
             refund = self._client.v1.refunds.create(params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
-        data = refund.to_dict()
-        return RefundInfo(id=str(data["id"]), amount=from_stripe(int(data["amount"]), currency), currency=currency,
-                          status=str(data.get("status") or "succeeded"), charge_id=_str(data.get("charge")),
-                          payment_intent_id=_str(data.get("payment_intent")))
+        return refund_from(refund.to_dict(), _to_minor)
 
     def charge_off_session(self, *, customer_id: str, payment_method_id: str, amount: int, currency: str,
                            idempotency_key: str, metadata: Mapping[str, str]) -> ChargeResult:
@@ -243,8 +241,3 @@ class StripeGateway(Gateway):
     def event_from_payload(self, payload: Mapping[str, Any]) -> Event:
         return event_from_payload(self.name, payload, _to_minor)
 
-
-def _str(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return str(value) if value else None

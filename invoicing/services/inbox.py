@@ -7,9 +7,9 @@ applied by the handler for its type (a `{type: handler}` dict; unknown types are
 A handler failure rolls back, marks the row "failed" with the error and answers 5xx, so the provider
 retries; staff can re-apply it from /admin/webhooks and the reconcile job re-applies failed events too.
 
-Handlers only call idempotent services (apply_payment/apply_refund keyed on provider references, outbox
-dedupe keys), and the row is marked processed only after all of them, so applying an event twice, in any
-order with the others, changes nothing the second time (state only moves forward).
+Handlers only call idempotent services (apply_payment, apply_refund and reverse_refund keyed on provider
+references, outbox dedupe keys), and the row is marked processed only after all of them, so applying an event
+twice, in any order with the others, changes nothing the second time (state only moves forward).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
-from invoicing.gateways.base import Event, Gateway
-from invoicing.models import Invoice, Payment, User, WebhookEvent
+from invoicing.gateways.base import REFUND_UPDATE_EVENTS, ChargeInfo, Event, Gateway, RefundInfo
+from invoicing.models import Invoice, Payment, Refund, WebhookEvent
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.checkout import (
+    COUNTED,
     WEBHOOK_ACTOR,
     Site,
     after_payment,
@@ -41,7 +42,7 @@ from invoicing.services.checkout import (
     queue_email,
 )
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.payments import apply_payment, apply_refund
+from invoicing.services.payments import admin_emails, apply_payment, apply_refund, reverse_refund
 
 log = logging.getLogger(__name__)
 
@@ -211,34 +212,72 @@ def _payment_for(charge_id: str | None, payment_intent_id: str | None) -> Paymen
     return db.session.execute(select(Payment).where(or_(*clauses))).scalars().first()
 
 
-def _on_charge_refunded(event: Event, ctx: Context) -> str:
-    """Partial or full refunds, matched on the provider's refund id: a refund staff made from the admin
-    (recorded with its id) or a refund event seen before changes nothing twice."""
-    charge = event.charge()
-    if charge.amount_refunded and not charge.refunds:
-        charge = ctx.gateway.retrieve_charge(charge.id)
+def _refunded_payment(charge: ChargeInfo, ctx: Context) -> Payment | None:
+    """The payment of a charge that has refunds, recorded as succeeded if we had not heard it did (a charge
+    is refunded only after it succeeded; events come out of order). None if it is not one of our invoices."""
     payment = _payment_for(charge.id, charge.payment_intent_id)
-    if payment is None:  # refunded before we heard it succeeded (events out of order): it did succeed
+    if payment is None:
         invoice = invoice_for(charge.metadata)
         if invoice is None:
-            return "ignored: not one of our invoices"
+            return None
         payment = apply_payment(
             invoice.id, amount=charge.amount, currency=charge.currency, method=ctx.gateway.method,
             status="succeeded", actor=ctx.actor, now=ctx.now, payment_intent_id=charge.payment_intent_id,
             charge_id=charge.id, contact_id=_int(charge.metadata.get("contact_id")),
         ).payment
         after_payment(payment.id, gateway=ctx.gateway, site=ctx.site, now=ctx.now)
-    elif payment.status not in ("succeeded", "partially_refunded", "refunded"):
+    elif payment.status not in COUNTED:
         apply_payment(payment.invoice_id, amount=payment.amount, currency=payment.currency, method=payment.method,
                       status="succeeded", actor=ctx.actor, now=ctx.now, charge_id=charge.id,
                       payment_intent_id=charge.payment_intent_id)
+    return payment
+
+
+def _on_charge_refunded(event: Event, ctx: Context) -> str:
+    """Partial or full refunds, matched on the provider's refund id: a refund staff made from the admin
+    (recorded with its id) or a refund event seen before changes nothing twice. A listed refund that already
+    failed is reversed (or recorded as failed) through the same door as the refund events below."""
+    charge = event.charge()
+    if charge.amount_refunded and not charge.refunds:
+        charge = ctx.gateway.retrieve_charge(charge.id)
+    payment = _refunded_payment(charge, ctx)
+    if payment is None:
+        return "ignored: not one of our invoices"
     done = 0
     for refund in charge.refunds:
-        if refund.status in ("succeeded", "pending"):
+        if refund.reversed:
+            _reverse(payment, refund, ctx)
+        elif refund.status in ("succeeded", "pending"):
             apply_refund(payment.id, amount=refund.amount, actor=ctx.actor, now=ctx.now,
                          provider_refund_id=refund.id, reason=refund.reason)
             done += 1
     return f"payment {payment.id}: {done} refund(s) known"
+
+
+def _on_refund_updated(event: Event, ctx: Context) -> str:
+    """charge.refund.updated, refund.updated, refund.failed: a refund the provider could not complete
+    (failed, canceled) gives the money back to the invoice; other changes (pending -> succeeded) move none.
+
+    A failure heard before the refund itself is recorded as failed from the start (payments.reverse_refund),
+    so it is never dropped and the refund arriving later changes nothing."""
+    refund = event.refund()
+    if not refund.reversed:
+        return f"ignored: the refund is {refund.status}"
+    payment = _payment_for(refund.charge_id, refund.payment_intent_id)
+    if payment is None or payment.status not in COUNTED:
+        if not refund.charge_id:
+            return "ignored: not a refund of a charge"
+        payment = _refunded_payment(ctx.gateway.retrieve_charge(refund.charge_id), ctx)
+        if payment is None:
+            return "ignored: not one of our invoices"
+    recorded = _reverse(payment, refund, ctx)
+    return f"refund {recorded.id} {recorded.status}"
+
+
+def _reverse(payment: Payment, refund: RefundInfo, ctx: Context) -> Refund:
+    return reverse_refund(payment.id, provider_refund_id=refund.id, status=refund.status, amount=refund.amount,
+                          failure_reason=refund.failure_reason, reason=refund.reason, actor=ctx.actor, now=ctx.now,
+                          site=ctx.site)
 
 
 def _on_dispute_created(event: Event, ctx: Context) -> str:
@@ -256,11 +295,7 @@ def _on_dispute_created(event: Event, ctx: Context) -> str:
         record("invoice.disputed", invoice, actor=ctx.actor, now=ctx.now,
                details={"dispute_id": dispute.id, "payment_id": payment.id, "amount": dispute.amount,
                         "reason": dispute.reason})
-        admins = db.session.execute(select(User).where(
-            User.organization_id == invoice.organization_id, User.role == "admin", User.active.is_(True))
-        ).scalars().all()
-        recipients = [u.email for u in admins] or [invoice.organization.sender_email or ""]
-        for to in filter(None, recipients):
+        for to in admin_emails(invoice):
             queue_email("dispute", "dispute", invoice, to=to, dedupe_key=f"dispute:{dispute.id}:{to}", site=ctx.site,
                    now=ctx.now, subject=f"Payment disputed: invoice {invoice.number}", payment=payment,
                    dispute=dispute, admin_url=f"{ctx.site.base_url}/admin/invoices/{invoice.id}")
@@ -281,6 +316,7 @@ HANDLERS: dict[str, Handler] = {
     "payment_intent.processing": _on_payment_intent,
     "payment_intent.payment_failed": _on_payment_intent,
     "charge.refunded": _on_charge_refunded,
+    **dict.fromkeys(REFUND_UPDATE_EVENTS, _on_refund_updated),
     "charge.dispute.created": _on_dispute_created,
 }
 # The events to enable on the Stripe webhook endpoint (README).

@@ -1,5 +1,6 @@
-"""The one door for money: every change to what an invoice has received goes through apply_payment or
-apply_refund, which lock the invoice row and are idempotent on the provider reference (DESIGN rule 2)."""
+"""The one door for money: every change to what an invoice has received goes through apply_payment,
+apply_refund or reverse_refund, which lock the invoice row and are idempotent on the provider reference
+(DESIGN rule 2)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from datetime import date, datetime
 from sqlalchemy import or_, select
 
 from invoicing.extensions import db
-from invoicing.models import MANUAL_METHODS, Invoice, Payment, Refund
+from invoicing.gateways.base import REFUND_REVERSED
+from invoicing.mail import enqueue, render_email, sender_for
+from invoicing.models import MANUAL_METHODS, Invoice, Payment, Refund, User
+from invoicing.money import format_money
 from invoicing.services import DomainError
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +243,108 @@ def apply_refund(
         )
         db.session.add(refund)
         payment.amount_refunded += amount
-        payment.status = "refunded" if payment.amount_refunded == payment.amount else "partially_refunded"
+        payment.status = _refunded_status(payment)
         db.session.flush()
         recompute_balance(invoice, now=now)
         record("payment.refunded", invoice, actor=actor, now=now,
                details={"payment_id": payment.id, "refund_id": refund.id, "amount": amount, "reason": reason})
     return refund
+
+
+def _refunded_status(payment: Payment) -> str:
+    if payment.amount_refunded == 0:
+        return "succeeded"
+    return "refunded" if payment.amount_refunded == payment.amount else "partially_refunded"
+
+
+def reverse_refund(
+    payment_id: int,
+    *,
+    provider_refund_id: str,
+    status: str,
+    amount: int,
+    actor: Actor,
+    now: datetime,
+    site: Site,
+    failure_reason: str = "",
+    reason: str = "",
+) -> Refund:
+    """A refund the provider could not complete (failed or canceled): the client never got the money, so the
+    payment and the invoice count it as received again (a fully refunded invoice is paid again). Once per
+    provider refund id; the organization's admins are emailed once that the client must be refunded another way.
+
+    Heard before the refund itself (events out of order, or a crash between the provider call and
+    apply_refund), it is recorded as failed from the start and moves no money; apply_refund or a
+    `charge.refunded` arriving later finds it by its id and changes nothing (failed is final: state only moves
+    forward).
+    """
+    if status not in REFUND_REVERSED:
+        raise DomainError(f"A refund that is {status} has not failed.")
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        raise DomainError("Payment not found.")
+    with atomic():
+        invoice = lock_invoice(payment.invoice_id)
+        db.session.refresh(payment)
+        refund = db.session.execute(
+            select(Refund).where(Refund.provider_refund_id == provider_refund_id)
+            .execution_options(populate_existing=True)
+        ).scalars().first()
+        if refund is not None and refund.payment_id != payment.id:
+            raise DomainError("This refund belongs to another payment.")
+        if refund is not None and refund.status in REFUND_REVERSED:
+            return refund  # heard before
+        restored = 0
+        if refund is None:
+            if amount <= 0:
+                raise DomainError("The amount must be above zero.")
+            refund = Refund(
+                organization_id=payment.organization_id, invoice_id=invoice.id, payment_id=payment.id,
+                amount=amount, currency=payment.currency, provider_refund_id=provider_refund_id,
+                reason=reason.strip(), created_at=now,
+            )
+            db.session.add(refund)
+        else:
+            restored = refund.amount
+            payment.amount_refunded -= refund.amount
+            payment.status = _refunded_status(payment)
+        refund.status, refund.failure_reason, refund.failed_at = status, failure_reason[:100] or None, now
+        db.session.flush()
+        recompute_balance(invoice, now=now)
+        record(f"payment.refund_{status}", invoice, actor=actor, now=now, details={
+            "payment_id": payment.id, "refund_id": refund.id, "amount": refund.amount, "currency": refund.currency,
+            "restored": restored, "failure_reason": refund.failure_reason or "", "reason": refund.reason})
+        excess = invoice.amount_paid - invoice.total
+        if restored and excess > 0 and invoice.status != "void":  # e.g. the client was paid back another way
+            payment.overpayment = True
+            log.warning("overpayment after a failed refund", extra={"invoice_id": invoice.id, "refund_id": refund.id})
+            record("payment.overpayment_flagged", invoice, actor=actor, now=now,
+                   details={**_details(payment), "amount": excess})
+        _alert_admins(invoice, payment, refund, site=site, now=now)
+    return refund
+
+
+def admin_emails(invoice: Invoice) -> list[str]:
+    """Who hears about money problems on an invoice: its organization's active admins, else its sender address."""
+    admins = db.session.execute(select(User.email).where(
+        User.organization_id == invoice.organization_id, User.role == "admin", User.active.is_(True))
+    ).scalars().all()
+    return [e for e in (list(admins) or [invoice.organization.sender_email or ""]) if e]
+
+
+def _alert_admins(invoice: Invoice, payment: Payment, refund: Refund, *, site: Site, now: datetime) -> None:
+    """Queue the "refund failed" email in this transaction, once per refund and admin (its dedupe key)."""
+    organization = invoice.organization
+    what = "failed" if refund.status == "failed" else "was canceled"
+    subject = (f"Refund {what}: {format_money(refund.amount, refund.currency)} on invoice "
+               f"{invoice.number or invoice.id}, refund the client another way")
+    text, html = render_email("refund_failed", organization=organization, invoice=invoice, subject=subject,
+                              payment=payment, refund=refund, admin_url=f"{site.base_url}/admin/invoices/{invoice.id}")
+    sender, reply_to = sender_for(organization, site.mail_sender)
+    for to in admin_emails(invoice):
+        try:
+            enqueue(kind="refund_failed", to=to, subject=subject, text_body=text, html_body=html, from_addr=sender,
+                    reply_to=reply_to, now=now, organization_id=invoice.organization_id, invoice_id=invoice.id,
+                    dedupe_key=f"refund_failed:{refund.provider_refund_id or refund.id}:{to}")
+        except DomainError as exc:  # a bad address must not undo the money: log it
+            log.warning("refund_failed email not queued: %s", exc, extra={"invoice_id": invoice.id})

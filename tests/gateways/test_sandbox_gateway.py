@@ -77,6 +77,28 @@ def test_it_pays_then_refunds_within_what_is_left(gateway, sent):
     assert gateway.pay(checkout.id, card="4242424242424242", email="").kind == "closed"
 
 
+def test_it_fails_a_refund_later_and_gives_the_charge_its_money_back(gateway, sent):
+    checkout = gateway.create_checkout(request())
+    gateway.pay(checkout.id, card="4242424242424242", email="")
+    intent_id = gateway.retrieve_checkout(checkout.id).payment_intent_id
+    refund = gateway.refund(amount=5000, currency="EUR", idempotency_key="r1", payment_intent_id=intent_id,
+                            reason="cancelled")
+    failed = gateway.fail_refund(refund.id)
+    assert (failed.id, failed.status, failed.failure_reason, failed.reversed) == (
+        refund.id, "failed", "expired_or_canceled_card", True)
+    assert sent.types()[-3:] == ["refund.updated", "charge.refund.updated", "refund.failed"]
+    event = gateway.parse_event(*sent.events[-1])
+    assert (event.refund().id, event.refund().amount, event.refund().charge_id) == (refund.id, 5000, refund.charge_id)
+    assert (event.refund().status, event.refund().reason) == ("failed", "cancelled")
+    charge = gateway.retrieve_charge(refund.charge_id)
+    assert (charge.amount_refunded, [r.status for r in charge.refunds]) == (0, ["failed"])
+    with pytest.raises(GatewayError, match="Only a pending or succeeded refund"):
+        gateway.fail_refund(refund.id)
+    again = gateway.refund(amount=5000, currency="EUR", idempotency_key="r2", payment_intent_id=intent_id)
+    assert gateway.fail_refund(again.id, status="canceled").status == "canceled"
+    assert sent.types()[-2:] == ["refund.updated", "charge.refund.updated"]  # refund.failed only when it failed
+
+
 def test_it_expires_sessions_and_says_so(gateway, sent):
     checkout = gateway.create_checkout(request())
     assert gateway.expire_checkout(checkout.id).status == "expired"

@@ -147,3 +147,22 @@ def test_it_verifies_webhook_signatures_on_the_raw_body(gateway):
     tampered = json.dumps({**json.loads(raw), "type": "charge.refunded"}).encode()
     with pytest.raises(SignatureError):
         gateway.parse_event(tampered, stripe_signature(raw, WEBHOOK_SECRET))
+
+
+def test_it_normalizes_refund_status_events(stripe_server, gateway):
+    checkout = gateway.create_checkout(request(10000))
+    stripe_server.pay(checkout.id)
+    intent = gateway.retrieve_payment_intent(gateway.retrieve_checkout(checkout.id).payment_intent_id)
+    refund = gateway.refund(amount=2500, currency="USD", idempotency_key="r1", payment_intent_id=intent.id,
+                            reason="late delivery")
+    assert (refund.status, refund.reason, refund.reversed) == ("succeeded", "late delivery", False)
+    failed = stripe_server.fail_refund(refund.id, failure_reason="lost_or_stolen_card")
+    for type_ in ("charge.refund.updated", "refund.updated", "refund.failed"):
+        raw = event_body(type_, failed)
+        info = gateway.parse_event(raw, stripe_signature(raw)).refund()
+        assert (info.id, info.status, info.failure_reason, info.reversed) == (
+            refund.id, "failed", "lost_or_stolen_card", True)
+        assert (info.amount, info.currency, info.charge_id, info.payment_intent_id, info.reason) == (
+            2500, "USD", intent.charge_id, intent.id, "late delivery")
+    listed, = gateway.retrieve_charge(intent.charge_id).refunds
+    assert (listed.id, listed.status, listed.failure_reason) == (refund.id, "failed", "lost_or_stolen_card")

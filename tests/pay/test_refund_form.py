@@ -8,10 +8,10 @@ from flask import render_template
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import Refund
+from invoicing.models import OutboxEmail, Refund, WebhookEvent
 from invoicing.services.checkout import start_checkout
 from tests.conftest import NOW, login, make_invoice
-from tests.pay.support import fresh, payments_of, sandbox, site
+from tests.pay.support import assert_invariants, fresh, payments_of, sandbox, site
 
 
 def sandbox_payment(invoice):
@@ -100,3 +100,30 @@ def test_it_reveals_nothing_about_another_organizations_payment(client, world):
     assert "USD" not in response.text and "at most" not in response.text
     assert db.session.scalars(select(Refund)).first() is None
 
+
+def test_it_shows_a_sandbox_refund_that_failed_and_counts_the_invoice_paid_again(client, world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = sandbox_payment(invoice)
+    login(client, world.alice)
+    form = {"payment_id": payment.id, "amount": "270", "reason": "Order cancelled", "key": "f" * 20}
+    assert client.post(f"/admin/invoices/{invoice.id}/refund", data=form).status_code == 303
+    refund = db.session.scalar(select(Refund))
+    assert (fresh(invoice).status, fresh(invoice).amount_paid) == ("open", 0)
+
+    sandbox().fail_refund(refund.provider_refund_id)  # its signed events reach the inbox in-process
+
+    refund = db.session.scalar(select(Refund))
+    assert (refund.status, refund.failure_reason) == ("failed", "expired_or_canceled_card")
+    assert (fresh(invoice).status, fresh(invoice).amount_paid, payments_of(invoice)[0].status) == (
+        "paid", 27000, "succeeded")
+    assert sorted((e.type, e.status) for e in db.session.scalars(select(WebhookEvent))
+                  if e.type.startswith(("refund.", "charge.refund."))) == [
+        ("charge.refund.updated", "processed"), ("refund.failed", "processed"), ("refund.updated", "processed")]
+    alert, = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "refund_failed"))
+    assert alert.to_addr == world.alice.email
+    page = client.get(f"/admin/invoices/{invoice.id}")
+    assert page.status_code == 200
+    assert "refund failed" in page.text and "Failed at the provider" in page.text
+    assert "expired or canceled card" in page.text and "refund them another way" in page.text
+    assert "did not reach the client" in page.text  # the timeline entry
+    assert_invariants()

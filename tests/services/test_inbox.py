@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import Refund, WebhookEvent
+from invoicing.models import AuditEvent, OutboxEmail, Refund, WebhookEvent
 from invoicing.services import DomainError
 from invoicing.services.checkout import start_checkout
 from invoicing.services.inbox import get_event, list_events, reapply, receive
@@ -60,6 +60,39 @@ def test_it_records_one_payment_when_the_intent_succeeds_before_the_session_comp
     payment, = payments_of(invoice)
     assert payment.checkout_session_id == objects["session"]["id"] and payment.charge_id == objects["charge"]["id"]
     assert fresh(invoice).status == "paid" and len(receipts()) == 1
+    assert_invariants()
+
+
+def test_it_records_a_refund_failure_that_arrives_before_the_refund_and_the_payment(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    objects = paid(stripe, invoice)
+    charge_id = objects["charge"]["id"]
+    made = stripe_gateway(stripe).refund(amount=27000, currency="USD", idempotency_key="r", charge_id=charge_id,
+                                         reason="Duplicate order")
+    refunded = stripe_object(stripe, f"/v1/charges/{charge_id}")  # charge.refunded as sent when it was made
+    failed = stripe.fail_refund(made.id)
+    first = send(stripe, "refund.failed", failed)  # the first event we hear about any of it
+    assert (first.status, first.http_status) == ("processed", 200)
+
+    def check() -> None:
+        payment, = payments_of(invoice)  # recorded from the charge: a refunded charge had succeeded
+        assert (payment.status, payment.amount, payment.amount_refunded) == ("succeeded", 27000, 0)
+        refund, = db.session.scalars(select(Refund))
+        assert (refund.provider_refund_id, refund.status, refund.amount, refund.reason, refund.failure_reason) == (
+            made.id, "failed", 27000, "Duplicate order", "expired_or_canceled_card")
+        assert (fresh(invoice).status, fresh(invoice).amount_paid) == ("paid", 27000)
+        assert [e.to_addr for e in db.session.scalars(select(OutboxEmail).where(
+            OutboxEmail.kind == "refund_failed"))] == [world.alice.email]
+        assert db.session.scalars(select(AuditEvent.details).where(
+            AuditEvent.action == "payment.refund_failed")).one()["restored"] == 0
+
+    check()
+    later = [("charge.refunded", refunded), ("checkout.session.completed", objects["session"]),
+             ("refund.updated", failed), ("charge.refund.updated", failed), ("payment_intent.succeeded",
+                                                                          objects["intent"])]
+    assert [send(stripe, type_, obj).status for type_, obj in later] == ["processed"] * 5
+    check()  # the refund heard after its failure (still "succeeded" in that old event) moved nothing
+    assert len(receipts()) == 1
     assert_invariants()
 
 

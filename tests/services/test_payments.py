@@ -4,11 +4,12 @@ import pytest
 from sqlalchemy import func, select
 
 from invoicing.extensions import db
-from invoicing.models import Invoice, Payment
+from invoicing.models import AuditEvent, Invoice, OutboxEmail, Payment, Refund
 from invoicing.services import DomainError
 from invoicing.services.invoices import void_invoice
-from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment
-from tests.conftest import NOW, SYSTEM, make_invoice
+from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment, reverse_refund
+from tests.conftest import NOW, SYSTEM, make_invoice, make_user
+from tests.pay.support import assert_invariants, site
 
 
 def manual(invoice, amount, **kw):
@@ -163,3 +164,101 @@ def test_it_decides_on_committed_rows_not_on_objects_this_session_loaded_earlier
     succeeded_events = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
         AuditEvent.action == "payment.succeeded"))
     assert succeeded_events == 0  # the other worker wrote the state; this call changed nothing
+
+
+def card_payment(invoice, ref: str = "pi_card"):
+    return apply_payment(invoice.id, amount=invoice.total, currency="USD", method="card", status="succeeded",
+                         actor=SYSTEM, now=NOW, payment_intent_id=ref).payment
+
+
+def reverse(payment, refund_id: str, amount: int = 0, status: str = "failed", **kw):
+    return reverse_refund(payment.id, provider_refund_id=refund_id, status=status, amount=amount, actor=SYSTEM,
+                          now=NOW + timedelta(days=3), site=site(), **kw)
+
+
+def state(invoice, payment):
+    db.session.expire_all()
+    payment, invoice = db.session.get(Payment, payment.id), db.session.get(Invoice, invoice.id)
+    return invoice.status, invoice.amount_paid, payment.status, payment.amount_refunded
+
+
+def test_it_gives_a_failed_refund_back_to_the_payment_and_the_invoice_once(world):
+    ops = make_user(world.org_a, "ops@a.test", "admin")
+    invoice = make_invoice(world.client_a, status="open")  # total 270.00
+    payment = card_payment(invoice)
+    apply_refund(payment.id, amount=7000, actor=SYSTEM, now=NOW, provider_refund_id="re_1", reason="Late")
+    apply_refund(payment.id, amount=20000, actor=SYSTEM, now=NOW, provider_refund_id="re_2")
+    assert state(invoice, payment) == ("open", 0, "refunded", 27000)
+
+    failed = reverse(payment, "re_1", failure_reason="expired_or_canceled_card")
+    assert (failed.status, failed.failure_reason, failed.failed_at) == ("failed", "expired_or_canceled_card",
+                                                                        NOW + timedelta(days=3))
+    assert state(invoice, payment) == ("open", 7000, "partially_refunded", 20000)
+    assert reverse(payment, "re_1", failure_reason="unknown").id == failed.id  # the same failure, heard again
+    assert state(invoice, payment) == ("open", 7000, "partially_refunded", 20000)
+    reverse(payment, "re_2", status="canceled")
+    invoice_after = db.session.get(Invoice, invoice.id)
+    assert state(invoice, payment) == ("paid", 27000, "succeeded", 0) and invoice_after.paid_at is not None
+
+    reversals = ("payment.refund_failed", "payment.refund_canceled")
+    audits = db.session.scalars(select(AuditEvent).where(AuditEvent.action.in_(reversals))
+                                .order_by(AuditEvent.id)).all()
+    assert [(a.action, a.details["restored"]) for a in audits] == [("payment.refund_failed", 7000),
+                                                                   ("payment.refund_canceled", 20000)]
+    alerts = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "refund_failed")
+                                .order_by(OutboxEmail.id)).all()
+    assert [(a.to_addr, a.dedupe_key) for a in alerts] == [
+        (world.alice.email, f"refund_failed:re_1:{world.alice.email}"), (ops.email, f"refund_failed:re_1:{ops.email}"),
+        (world.alice.email, f"refund_failed:re_2:{world.alice.email}"), (ops.email, f"refund_failed:re_2:{ops.email}")]
+    first = alerts[0]
+    assert first.subject == "Refund failed: $70.00 on invoice 2026-0001, refund the client another way"
+    assert "has not received this money back" in first.text_body and "expired or canceled card" in first.text_body
+    assert "Refund the client another way" in first.html_body and "/admin/invoices/" in first.text_body
+    assert "was canceled" in alerts[2].text_body
+    assert_invariants()
+
+
+def test_it_records_a_failure_heard_before_its_refund_and_the_refund_then_changes_nothing(world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = card_payment(invoice)
+    early = reverse(payment, "re_early", amount=5000, reason="Goodwill", failure_reason="lost_or_stolen_card")
+    assert (early.status, early.amount, early.reason, early.failure_reason) == (
+        "failed", 5000, "Goodwill", "lost_or_stolen_card")
+    assert state(invoice, payment) == ("paid", 27000, "succeeded", 0)  # it never counted, so nothing comes back
+    late = apply_refund(payment.id, amount=5000, actor=SYSTEM, now=NOW, provider_refund_id="re_early",
+                        idempotency_key="refund:form-key")  # the staff form's record, or charge.refunded, after it
+    assert late.id == early.id and late.status == "failed"
+    assert state(invoice, payment) == ("paid", 27000, "succeeded", 0)
+    assert db.session.scalar(select(func.count()).select_from(Refund)) == 1
+    assert db.session.scalar(select(AuditEvent.details).where(AuditEvent.action == "payment.refund_failed")) \
+        == {"payment_id": payment.id, "refund_id": early.id, "amount": 5000, "currency": "USD", "restored": 0,
+            "failure_reason": "lost_or_stolen_card", "reason": "Goodwill"}
+    assert db.session.scalar(select(func.count()).select_from(OutboxEmail)) == 1  # the admins still must know
+    assert_invariants()
+
+
+def test_it_flags_an_overpayment_when_a_refund_fails_after_the_client_was_paid_back_otherwise(world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = card_payment(invoice)
+    apply_refund(payment.id, amount=27000, actor=SYSTEM, now=NOW, provider_refund_id="re_full")
+    manual(invoice, 27000)  # the client paid the reopened invoice again by bank transfer
+    reverse(payment, "re_full", failure_reason="expired_or_canceled_card")
+    assert state(invoice, payment) == ("paid", 54000, "succeeded", 0)
+    assert db.session.get(Payment, payment.id).overpayment
+    flagged = db.session.scalar(select(AuditEvent.details).where(AuditEvent.action == "payment.overpayment_flagged"))
+    assert (flagged["payment_id"], flagged["amount"]) == (payment.id, 27000)
+    assert_invariants()
+
+
+def test_it_refuses_to_reverse_a_refund_that_did_not_fail_or_is_another_payments(world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = card_payment(invoice)
+    other = card_payment(make_invoice(world.client_a, status="open"), ref="pi_other")
+    apply_refund(payment.id, amount=1000, actor=SYSTEM, now=NOW, provider_refund_id="re_1")
+    with pytest.raises(DomainError, match="has not failed"):
+        reverse(payment, "re_1", status="succeeded")
+    with pytest.raises(DomainError, match="another payment"):
+        reverse(other, "re_1")
+    assert state(invoice, payment) == ("open", 26000, "partially_refunded", 1000)
+    assert db.session.scalar(select(Refund.status)) == "succeeded"
+    assert db.session.scalar(select(func.count()).select_from(OutboxEmail)) == 0

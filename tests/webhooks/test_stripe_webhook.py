@@ -15,6 +15,7 @@ from invoicing.services.checkout import start_checkout
 from invoicing.services.refunds import refund_payment
 from tests.conftest import NOW, SYSTEM, make_invoice, make_user
 from tests.pay.support import (
+    WebhookCapture,
     assert_invariants,
     event_body,
     fresh,
@@ -128,6 +129,58 @@ def test_it_records_partial_and_full_refunds_once_including_those_made_by_staff(
     assert refunds[0].provider_refund_id == staff.provider_refund_id
     assert (payments_of(invoice)[0].status, fresh(invoice).amount_paid, fresh(invoice).status) == (
         "refunded", 0, "open")
+    assert_invariants()
+
+
+def refund_failure_deliveries(stripe_server, refund_id: str) -> dict[str, bytes]:
+    """Fail the refund at the Stripe test server and keep its real events (raw bodies) to post to the app."""
+    capture = WebhookCapture()
+    stripe_server.register_webhook(capture.url, "whsec_capture", id="capture")
+    try:
+        stripe_server.fail_refund(refund_id)
+        return {type_: capture.wait_for(type_)[0]
+                for type_ in ("refund.updated", "charge.refund.updated", "refund.failed")}
+    finally:
+        stripe_server.unregister_webhooks("capture")
+        capture.close()
+
+
+def test_it_gives_a_failed_refund_back_to_the_invoice_and_alerts_the_admins_once(client, world, stripe_app):
+    ops = make_user(world.org_a, "ops@a.test", "admin")
+    make_user(world.org_a, "clerk@a.test", "staff")
+    invoice = make_invoice(world.client_a, status="open")
+    deliver(client, "checkout.session.completed", paid_session(stripe_app, invoice))
+    payment, = payments_of(invoice)
+    staff = refund_payment(invoice.id, payment.id, amount=27000, reason="Order cancelled", key="form-full",
+                           actor=SYSTEM, gateway=stripe_gateway(stripe_app), now=NOW)
+    assert (fresh(invoice).status, fresh(invoice).amount_paid, payments_of(invoice)[0].status) == (
+        "open", 0, "refunded")
+
+    raws = refund_failure_deliveries(stripe_app, staff.provider_refund_id)
+    responses = [deliver(client, type_, {}, raw=raws[type_])
+                 for type_ in ("refund.failed", "charge.refund.updated", "refund.updated")]
+    assert [(r.status_code, r.json["status"]) for r in responses] == [(200, "processed")] * 3
+    again = deliver(client, "refund.failed", {}, raw=raws["refund.failed"])  # Stripe delivers it again
+    assert (again.status_code, again.json["status"]) == (200, "duplicate")
+
+    refund = db.session.scalar(select(Refund))
+    assert (refund.id, refund.status, refund.failure_reason, refund.amount) == (
+        staff.id, "failed", "expired_or_canceled_card", 27000)
+    assert refund.failed_at is not None
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+    invoice = fresh(invoice)
+    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == ("paid", 27000, 0)
+    assert invoice.paid_at is not None
+    audit = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "payment.refund_failed")).all()
+    assert [(a.details["refund_id"], a.details["restored"], a.actor_label) for a in audit] == [
+        (refund.id, 27000, "payment provider")]
+    alerts = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "refund_failed")).all()
+    assert sorted(a.to_addr for a in alerts) == sorted([world.alice.email, ops.email])
+    assert alerts[0].subject == f"Refund failed: $270.00 on invoice {invoice.number}, refund the client another way"
+    assert "Order cancelled" in alerts[0].text_body and "expired or canceled card" in alerts[0].text_body
+    assert events() == [("checkout.session.completed", "processed", 1), ("refund.failed", "processed", 1),
+                        ("charge.refund.updated", "processed", 1), ("refund.updated", "processed", 1)]
     assert_invariants()
 
 
