@@ -1,4 +1,4 @@
-"""Admin invoice list under load: seed 100,000 invoices over 1,000 clients, serve with gunicorn, measure.
+"""Admin invoice list and client pay page under load: seed 100,000 invoices over 1,000 clients, serve, measure.
 
     DATABASE_URL=sqlite:////tmp/bench.db .venv/bin/python -m bench.list_bench
     createdb -h 127.0.0.1 -U postgres bench && \
@@ -6,8 +6,9 @@
 
 The database is emptied and migrated first (`--keep` reuses a seeded one). In one run it serves the app and a
 bare Flask "hello" (the ceiling) with `gunicorn -w 2`, logs in over HTTP to get a session cookie, and runs
-`wrk -t2 -c16 -d10s --latency` against hello, the list and a filtered list. Then it times 200 sequential
-requests of each page (the server time, without queueing). Figures: req/s, p50, p99, ratio to hello.
+`wrk -t2 -c16 -d10s --latency` against hello, the list, a filtered list, a search keystroke and a
+pay page. Then it times 200 sequential requests of each page (the server time, without queueing).
+Figures: req/s, p50, p99, ratio to hello.
 """
 
 from __future__ import annotations
@@ -178,6 +179,20 @@ def serve(target: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
     raise SystemExit(f"{target} did not start")
 
 
+def pay_path(app: Flask) -> str:
+    """The pay link of the newest open invoice that still has something due: what an emailed client opens."""
+    from sqlalchemy import select
+
+    from invoicing.extensions import db
+    from invoicing.models import Invoice
+    from invoicing.services.paylinks import token_for
+
+    with app.app_context():
+        invoice = db.session.execute(select(Invoice).where(Invoice.status == "open", Invoice.amount_paid == 0)
+                                     .order_by(Invoice.id.desc()).limit(1)).scalar_one()
+        return f"/pay/{token_for(invoice, app.config['SECRET_KEY'])}"
+
+
 def login(url: str) -> str:
     """Log in like a browser (CSRF token from the form) and return the Cookie header value."""
     jar = http.cookiejar.CookieJar()
@@ -245,6 +260,7 @@ def main() -> None:
         seed(app, invoices=args.invoices, clients=args.clients, today=datetime.now(UTC).date())
         print(f"seeded {args.invoices:,} invoices over {args.clients:,} clients in "
               f"{time.perf_counter() - started:.1f} s")
+    pay = pay_path(_app())
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     app_proc, app_url = serve("wsgi:app", env)
     hello_proc, hello_url = serve("bench.list_bench:hello", env)
@@ -256,6 +272,7 @@ def main() -> None:
             "list": (app_url + "/admin/invoices", auth),
             "filtered": (app_url + FILTERED, auth),
             "keystroke": (app_url + KEYSTROKE, {**auth, "HX-Request": "true"}),
+            "pay": (app_url + pay, {"User-Agent": USER_AGENT}),  # a client: no cookie, counts as a view
         }
         for url, headers in pages.values():  # warm up both workers
             for _ in range(20):
@@ -275,6 +292,7 @@ def main() -> None:
               f"{medians[name]:>17.1f}")
     print(f"list = /admin/invoices (full page: 50 rows, tab counts, pickers); filtered = {FILTERED};")
     print(f"keystroke = {KEYSTROKE} with HX-Request (the rows fragment the search box swaps in)")
+    print("pay = /pay/<token> of an open invoice, opened by a client (each open is counted; rate limit off)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, abort
 from flask_login import current_user
+from sqlalchemy.orm import joinedload
 
 from invoicing.extensions import db, login_manager
 from invoicing.models import User
@@ -25,7 +26,8 @@ def init_app(app: Flask) -> None:
 def load_user(user_id: str) -> User | None:
     kind, _, ident = user_id.partition(":")
     if kind == "user" and ident.isdigit():
-        user = db.session.get(User, int(ident))
+        # The organization comes in the same statement: every staff page shows its name.
+        user = db.session.get(User, int(ident), options=[joinedload(User.organization)])
         return user if user is not None and user.active else None
     return None
 

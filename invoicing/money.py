@@ -89,8 +89,11 @@ def _locale(name: str) -> Locale:
     return Locale.parse(name)  # parsing the name on every call costs more than the formatting itself
 
 
+@functools.lru_cache(maxsize=8192)
 def format_money(minor: int, currency: str, *, locale: str = DEFAULT_LOCALE) -> str:
-    """Display form with symbol and grouping: 123450 USD -> "$1,234.50", 5000 JPY -> "¥5,000"."""
+    """Display form with symbol and grouping: 123450 USD -> "$1,234.50", 5000 JPY -> "¥5,000".
+
+    Memoized: it is pure, Babel takes ~40 µs a call, and pages show the same few amounts again and again."""
     return str(format_currency(from_minor(minor, currency), currency, locale=_locale(locale)))
 
 

@@ -118,8 +118,16 @@ class PaymentForm(FlaskForm):
             raise ValidationError("The amount must be above zero.")
 
     def validate_paid_on(self, field: DateField) -> None:
-        if field.data and not date(2000, 1, 1) <= field.data <= date.today() + timedelta(days=1):
-            raise ValidationError("Enter the date the money arrived (not in the future).")
+        if field.data and not plausible_paid_on(field.data):
+            raise ValidationError(PAID_ON_MESSAGE)
+
+
+PAID_ON_MESSAGE = "Enter the date the money arrived (not in the future)."
+
+
+def plausible_paid_on(value: date) -> bool:
+    """A date money was received on: not in the future (a day of slack for time zones), not before 2000."""
+    return date(2000, 1, 1) <= value <= date.today() + timedelta(days=1)
 
 
 class VoidForm(FlaskForm):
@@ -145,6 +153,7 @@ class BulkRequest:
     reason: str
     reference: str
     batch_key: str
+    paid_on: date | None = None  # mark paid: the day the money arrived (None: today)
     errors: list[str] = field(default_factory=list)
 
 
@@ -152,7 +161,7 @@ def parse_bulk(form: MultiDict[str, str]) -> BulkRequest:
     ids = [int(v) for v in form.getlist("ids") if v.isdigit()][:500]
     bulk = BulkRequest(action=form.get("bulk_action", ""), ids=ids, method=form.get("method", ""),
                        reason=form.get("reason", "").strip()[:500], reference=form.get("reference", "").strip()[:200],
-                       batch_key=form.get("batch_key", "")[:100])
+                       batch_key=form.get("batch_key", "")[:100], paid_on=_date_arg(form.get("paid_on")))
     if bulk.action not in BULK_ACTIONS:
         bulk.errors.append("Choose an action.")
     if not ids:
@@ -161,6 +170,9 @@ def parse_bulk(form: MultiDict[str, str]) -> BulkRequest:
         bulk.errors.append("Give a reason for voiding.")
     if bulk.action == "mark_paid" and bulk.method not in MANUAL_METHODS:
         bulk.errors.append("Choose how the money was received.")
+    paid_on_given = bool(form.get("paid_on"))
+    if bulk.action == "mark_paid" and paid_on_given and not (bulk.paid_on and plausible_paid_on(bulk.paid_on)):
+        bulk.errors.append(PAID_ON_MESSAGE)
     return bulk
 
 

@@ -66,9 +66,11 @@ def _link_gone(exc: LinkGone) -> tuple[str, int]:
 @limiter.limit(LIMIT)
 def invoice(token: str) -> tuple[str, int]:
     invoice = _invoice(token)
-    if not _is_staff():
-        checkout.record_view(invoice.id, now=_now())
-    return _render_invoice(token, invoice, _pay_form(invoice))
+    invoice_id = invoice.id
+    page = _render_invoice(token, invoice, _pay_form(invoice))
+    if not _is_staff():  # after rendering: the page does not show views, and the commit would expire what it reads
+        checkout.record_view(invoice_id, now=_now())
+    return page
 
 
 @bp.post("/<token>")

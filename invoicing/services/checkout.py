@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from invoicing.extensions import db
 from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayError
@@ -77,8 +77,16 @@ def pay_page(invoice: Invoice) -> PayPage:
 
 
 def record_view(invoice_id: int, *, now: datetime) -> None:
-    """A client opened the pay page: the first time marks the invoice viewed (audit), later ones count."""
+    """A client opened the pay page: the first time marks the invoice viewed (audit), later ones count.
+
+    A repeat open is one UPDATE of the counter: no row read back, no audit row, nothing else in the transaction."""
     with atomic():
+        repeat = db.session.execute(
+            update(Invoice).where(Invoice.id == invoice_id, Invoice.viewed_at.is_not(None))
+            .values(view_count=Invoice.view_count + 1).execution_options(synchronize_session=False)
+        )
+        if repeat.rowcount:  # type: ignore[attr-defined]
+            return
         invoice = lock_invoice(invoice_id)
         invoice.view_count += 1
         if invoice.viewed_at is None:

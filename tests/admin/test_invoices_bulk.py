@@ -77,6 +77,25 @@ def test_it_marks_paid_through_the_money_door_once_per_form(client, world, five)
     assert count(Invoice, Invoice.status == "paid") == 3
 
 
+def test_it_marks_paid_on_the_day_the_money_arrived(client, world, five, time_machine):
+    time_machine.move_to(NOW)
+    login(client, world.alice)
+    assert f'name="paid_on" value="{NOW.date().isoformat()}"' in client.get("/admin/invoices").text  # today, preset
+    bulk(client, "mark_paid", five, method="bank_transfer", paid_on="2026-03-02")
+    assert flashes(client)[0] == "2 marked paid, 2 skipped: draft, not sent yet, 1 skipped: already paid."
+    paid = db.session.execute(select(Payment).where(Payment.method == "bank_transfer")).scalars().all()
+    assert [p.paid_on.isoformat() for p in paid] == ["2026-03-02", "2026-03-02"]
+
+
+@pytest.mark.parametrize("paid_on", ["2999-01-01", "not-a-date", "1999-12-31"])
+def test_it_refuses_a_date_money_cannot_have_arrived_on_and_records_nothing(client, world, five, paid_on):
+    login(client, world.alice)
+    response = bulk(client, "mark_paid", five, method="cash", paid_on=paid_on)
+    assert response.status_code == 303
+    assert flashes(client) == ["Enter the date the money arrived (not in the future)."]
+    assert count(Payment, Payment.method == "cash") == 1 and count(Invoice, Invoice.status == "paid") == 1
+
+
 def test_it_voids_with_a_required_reason(client, world, five):
     login(client, world.alice)
     bulk(client, "void", five)
