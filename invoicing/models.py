@@ -298,6 +298,9 @@ class Payment(Model):
     overpayment: Mapped[bool] = mapped_column(Boolean, default=False)
     failure_code: Mapped[str | None] = mapped_column(String(100))
     failure_message: Mapped[str | None] = mapped_column(Text)
+    # The provider's time of the observation that last moved it between processing and failed (an event's
+    # `created`, or when we retrieved the object): an older observation arriving later is stale.
+    provider_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     invoice: Mapped[Invoice] = relationship(back_populates="payments")

@@ -179,6 +179,11 @@ class Event:
     object: Mapping[str, Any]
     to_minor: AmountConverter = field(default=lambda amount, currency: amount, repr=False, compare=False)
 
+    @property
+    def observed_at(self) -> datetime | None:
+        """When the provider saw `object` in this state (the event's `created`); None if the event had none."""
+        return self.created if self.created.timestamp() > 0 else None
+
     def checkout(self) -> Checkout:
         return checkout_from(self.object, self.to_minor)
 

@@ -261,23 +261,54 @@ def mark_session(checkout: Checkout, invoice_id: int, provider: str, *, now: dat
 
 
 def apply_checkout(checkout: Checkout, *, gateway: Gateway, site: Site, now: datetime,
-                   actor: Actor = WEBHOOK_ACTOR) -> Payment | None:
-    """Record a retrieved or announced checkout session through the money door; None if no money moved."""
+                   actor: Actor = WEBHOOK_ACTOR, observed_at: datetime | None = None,
+                   retrieved: bool = False) -> Payment | None:
+    """Record a retrieved or announced checkout session through the money door; None if no money moved.
+
+    `observed_at` is the provider's time of an announced session (its event's `created`); a session just
+    `retrieved` is observed as of `now`, and when unpaid its PaymentIntent says whether it still processes."""
     invoice = invoice_for(checkout.metadata)
     if invoice is None:
         return None
     if checkout.status != "complete" or checkout.payment_status not in ("paid", "unpaid"):
         mark_session(checkout, invoice.id, gateway.name, now=now)
         return None
+    status = "succeeded" if checkout.payment_status == "paid" else "processing"
+    failure: tuple[str | None, str | None] = (None, None)
+    if retrieved:
+        observed_at = now
+        if status == "processing":
+            status, failure, observed_at = _pending_state(checkout, gateway, now=now)
     result = apply_payment(
         invoice.id, amount=checkout.amount, currency=checkout.currency, method=gateway.method,
-        status="succeeded" if checkout.payment_status == "paid" else "processing", actor=actor, now=now,
+        status=status, actor=actor, now=now, observed_at=observed_at,
         checkout_session_id=checkout.id, payment_intent_id=checkout.payment_intent_id,
-        contact_id=_contact_id(checkout.metadata),
+        contact_id=_contact_id(checkout.metadata), failure_code=failure[0], failure_message=failure[1],
     )
     mark_session(checkout, invoice.id, gateway.name, now=now)
     after_payment(result.payment.id, gateway=gateway, site=site, now=now, payer_email=checkout.payer_email)
+    if status == "failed":  # a settles-later payment the provider now says failed: tell the client (once)
+        notify_payment_failed(result.payment.id, site=site, now=now)
     return result.payment
+
+
+def _pending_state(checkout: Checkout, gateway: Gateway, *, now: datetime
+                   ) -> tuple[str, tuple[str | None, str | None], datetime | None]:
+    """What a complete but unpaid session retrieved now means: a session stays "unpaid" after its async
+    payment failed, so only its PaymentIntent tells processing from failed. Without it, a time-less
+    "processing" (the view says nothing about when), which the door applies as before."""
+    if not checkout.payment_intent_id:
+        return "processing", (None, None), None
+    try:
+        intent = gateway.retrieve_payment_intent(checkout.payment_intent_id)
+    except GatewayError as exc:
+        log.warning("payment intent of session %s not retrieved: %s", checkout.id, exc.message)
+        return "processing", (None, None), None
+    if intent.status == "succeeded":
+        return "succeeded", (None, None), now
+    if intent.status in ("requires_payment_method", "canceled"):
+        return "failed", (intent.failure_code, intent.failure_message), now
+    return "processing", (None, None), now
 
 
 def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetime,
@@ -375,7 +406,7 @@ def expire_stale_sessions(invoice_id: int, *, gateway: Gateway, site: Site, now:
         if checkout is None:
             continue
         if checkout.status == "complete":
-            apply_checkout(checkout, gateway=gateway, site=site, now=now)
+            apply_checkout(checkout, gateway=gateway, site=site, now=now, retrieved=True)
         else:
             mark_session(checkout, invoice_id, gateway.name, now=now)
             expired += checkout.status == "expired"
@@ -415,7 +446,7 @@ def confirm_return(invoice_id: int, session_id: str, *, gateway: Gateway, site: 
     invoice = invoice_for(checkout.metadata)
     if invoice is None or invoice.id != invoice_id:
         raise NotFound("Checkout not found.")
-    payment = apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=RETURN_ACTOR)
+    payment = apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=RETURN_ACTOR, retrieved=True)
     return ReturnResult(checkout, payment)
 
 

@@ -147,7 +147,8 @@ def _on_checkout_paid(event: Event, ctx: Context) -> str:
     checkout = event.checkout()
     if invoice_for(checkout.metadata) is None:
         return "ignored: not one of our invoices"
-    payment = apply_checkout(checkout, gateway=ctx.gateway, site=ctx.site, now=ctx.now, actor=ctx.actor)
+    payment = apply_checkout(checkout, gateway=ctx.gateway, site=ctx.site, now=ctx.now, actor=ctx.actor,
+                             observed_at=event.observed_at)
     return f"payment {payment.id} {payment.status}" if payment else f"session {checkout.payment_status}"
 
 
@@ -158,7 +159,7 @@ def _on_checkout_async_failed(event: Event, ctx: Context) -> str:
         return "ignored: not one of our invoices"
     result = apply_payment(
         invoice.id, amount=checkout.amount, currency=checkout.currency, method=ctx.gateway.method,
-        status="failed", actor=ctx.actor, now=ctx.now, checkout_session_id=checkout.id,
+        status="failed", actor=ctx.actor, now=ctx.now, observed_at=event.observed_at, checkout_session_id=checkout.id,
         payment_intent_id=checkout.payment_intent_id, failure_code="async_payment_failed",
         failure_message="The payment did not go through.",
     )
@@ -191,7 +192,8 @@ def _on_payment_intent(event: Event, ctx: Context) -> str:
         if failed else None
     result = apply_payment(
         invoice.id, amount=intent.amount, currency=intent.currency, method=ctx.gateway.method, status=status,
-        actor=ctx.actor, now=ctx.now, payment_intent_id=intent.id, charge_id=intent.charge_id,
+        actor=ctx.actor, now=ctx.now, observed_at=event.observed_at, payment_intent_id=intent.id,
+        charge_id=intent.charge_id,
         contact_id=_int(intent.metadata.get("contact_id")),
         failure_code=intent.failure_code if failed else None,
         failure_message=intent.failure_message if failed else None,

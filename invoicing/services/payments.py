@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 # Money received is final: once a payment succeeded, a late "processing" or "failed" (events arrive out of
 # order) changes nothing; only refunds move it on. Before that, a pending debit can fail, and a failed
-# session can be retried on the same PaymentIntent with a slower method, so those two move both ways
-# (a stale flip is corrected by the provider's answer in `flask billing reconcile`).
+# session can be retried on the same PaymentIntent with a slower method, so those two move both ways. Which
+# way is decided by the provider's time of each observation (`observed_at`, kept in
+# Payment.provider_state_at): an observation older than the one that set the current state is stale and
+# ignored. Without a time (manual payments, old callers) the move is applied, as before.
 _PENDING = ("processing", "failed")
 
 
@@ -86,11 +88,15 @@ def apply_payment(
     contact_id: int | None = None,
     failure_code: str | None = None,
     failure_message: str | None = None,
+    observed_at: datetime | None = None,
 ) -> PaymentResult:
     """Record money received (or pending, or failed) for an invoice, exactly once per provider reference.
 
     Money that a provider already moved is never refused: a payment on a paid or void invoice, or above the
     amount due, is recorded and flagged as an overpayment for staff to refund.
+
+    `observed_at` is when the provider was in this state: an event's `created`, or `now` for an object just
+    retrieved from it. A move between pending states (processing <-> failed) older than the last one is ignored.
     """
     if amount <= 0:
         raise DomainError("The amount must be above zero.")
@@ -107,7 +113,7 @@ def apply_payment(
             raise DomainError("This payment reference belongs to another invoice.")
         if payment is not None:
             _advance(payment, invoice, status=status, actor=actor, now=now, refs=refs,
-                     failure_code=failure_code, failure_message=failure_message)
+                     failure_code=failure_code, failure_message=failure_message, observed_at=observed_at)
             return PaymentResult(payment, created=False)
         if currency.upper() != invoice.currency:
             raise DomainError(f"This invoice is in {invoice.currency}, not {currency.upper()}.")
@@ -137,6 +143,7 @@ def apply_payment(
             succeeded_at=now if status == "succeeded" else None,
             failure_code=failure_code,
             failure_message=failure_message,
+            provider_state_at=observed_at if status in _PENDING else None,
             created_at=now,
             **refs,
         )
@@ -152,15 +159,28 @@ def apply_payment(
 
 
 def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, now: datetime,
-             refs: dict[str, str | None], failure_code: str | None, failure_message: str | None) -> None:
+             refs: dict[str, str | None], failure_code: str | None, failure_message: str | None,
+             observed_at: datetime | None) -> None:
     """A known payment heard of again: fill in missing references, and move its state forward only."""
     for name, value in refs.items():
         if value and not getattr(payment, name):
             setattr(payment, name, value)
-    if payment.status not in _PENDING or status == payment.status or status not in (*_PENDING, "succeeded"):
+    if payment.status not in _PENDING or status not in (*_PENDING, "succeeded"):
+        return
+    stored = payment.provider_state_at
+    if status == payment.status:
+        if observed_at is not None and (stored is None or observed_at > stored):
+            payment.provider_state_at = observed_at  # the same state seen later: older moves stay stale
+        return
+    if status in _PENDING and observed_at is not None and stored is not None and observed_at < stored:
+        log.info("stale %s ignored: payment %s is %s since %s (observed %s)", status, payment.id, payment.status,
+                 stored.isoformat(), observed_at.isoformat(),
+                 extra={"invoice_id": invoice.id, "payment_id": payment.id})
         return
     due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
     payment.status = status
+    if status in _PENDING and observed_at is not None:
+        payment.provider_state_at = observed_at
     payment.failure_code, payment.failure_message = failure_code, failure_message
     if status == "succeeded":
         payment.succeeded_at = now

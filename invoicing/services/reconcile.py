@@ -88,7 +88,7 @@ def _sessions(report: Report, *, gateway: Gateway, site: Site, now: datetime, dr
             if checkout.status == "open":  # still payable at the provider: close it if it should not be
                 expire_stale_sessions(invoice_id, gateway=gateway, site=site, now=now)
             else:  # complete (money we may not have recorded) or expired
-                apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=ACTOR)
+                apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=ACTOR, retrieved=True)
         except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
             db.session.rollback()
             report.errors.append(f"session {session_id}: {exc}")
@@ -108,7 +108,8 @@ def _processing(report: Report, *, gateway: Gateway, site: Site, now: datetime, 
             if intent_id:
                 _settle_intent(payment_id, intent_id, gateway=gateway, site=site, now=now)
             elif session_id:
-                apply_checkout(gateway.retrieve_checkout(session_id), gateway=gateway, site=site, now=now, actor=ACTOR)
+                apply_checkout(gateway.retrieve_checkout(session_id), gateway=gateway, site=site, now=now, actor=ACTOR,
+                               retrieved=True)
         except Exception as exc:  # noqa: BLE001
             db.session.rollback()
             report.errors.append(f"payment {payment_id}: {exc}")
@@ -123,7 +124,8 @@ def _settle_intent(payment_id: int, intent_id: str, *, gateway: Gateway, site: S
     assert payment is not None
     status = "succeeded" if intent.status == "succeeded" else "failed"
     apply_payment(payment.invoice_id, amount=payment.amount, currency=payment.currency, method=payment.method,
-                  status=status, actor=ACTOR, now=now, payment_intent_id=intent_id, charge_id=intent.charge_id,
+                  status=status, actor=ACTOR, now=now, observed_at=now, payment_intent_id=intent_id,
+                  charge_id=intent.charge_id,
                   failure_code=intent.failure_code if status == "failed" else None,
                   failure_message=intent.failure_message if status == "failed" else None)
     if status == "succeeded":

@@ -84,9 +84,11 @@ def stripe_signature(raw: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | 
     return f"t={t},v1=" + hmac.new(secret.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
 
 
-def event_body(type_: str, obj: dict[str, Any], event_id: str | None = None) -> bytes:
+def event_body(type_: str, obj: dict[str, Any], event_id: str | None = None, created: int | None = None) -> bytes:
+    """A Stripe event around `obj`; `created` (unix seconds, default now) is when the provider made it."""
     payload = {"id": event_id or f"evt_test_{secrets.token_hex(8)}", "object": "event", "type": type_,
-               "created": int(time.time()), "livemode": False, "data": {"object": obj}}
+               "created": int(time.time()) if created is None else created, "livemode": False,
+               "data": {"object": obj}}
     return json.dumps(payload).encode()
 
 
