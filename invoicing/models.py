@@ -374,10 +374,15 @@ class WebhookEvent(Model):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which invoice (and so which organization's staff) the event is about, known once it has been applied;
+    # NULL for events about nothing of ours, which only a superadmin sees.
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"))
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organization.id"))
 
     __table_args__ = (
         UniqueConstraint("provider", "event_id"),
         Index("ix_webhook_event_status", "status", "received_at"),
+        Index("ix_webhook_event_organization", "organization_id", "id"),
     )
 
 

@@ -22,6 +22,7 @@ from invoicing import create_app
 from invoicing.extensions import db, limiter
 from invoicing.models import Client, Contact, Invoice, Organization, User
 from invoicing.services.audit import Actor
+from invoicing.services.db import atomic
 from invoicing.services.invoices import DraftData, LineData, create_draft, finalize_invoice
 from invoicing.services.users import create_organization, create_user
 
@@ -116,8 +117,8 @@ def make_client(org: Organization, name: str = "Client", currency: str = "USD", 
                 portal_access=True)
         for n in range(1, contacts + 1)
     ]
-    db.session.add(client)
-    db.session.commit()
+    with atomic():  # BEGIN IMMEDIATE on SQLite, like the services: a served app may be writing too
+        db.session.add(client)
     return client
 
 

@@ -68,6 +68,7 @@ class StripeServer:
         self._ok("POST", f"/_config/webhooks/{id}", data=data)
 
     def unregister_webhooks(self, id: str | None = None) -> None:
+        """Stop delivering; returns once a delivery already in flight has been answered."""
         self._ok("DELETE", "/_config/webhooks" + (f"/{id}" if id else ""))
 
     def reset(self) -> None:

@@ -357,6 +357,7 @@ async def refund_fail(request):
 # --------------------------------------------------------------------------- webhooks
 class WH:  # webhook delivery settings
     paused, duplicates, delay, generation = False, 0, 0.0, 0
+    in_flight = 0  # deliveries posted and not answered yet
     held: list[Any] = []  # events kept while paused
 
 
@@ -396,8 +397,12 @@ async def webhook_worker():
         if WH.paused:
             WH.held.append(event)
             continue
-        for _ in range(1 + WH.duplicates):
-            await deliver(event)
+        WH.in_flight += 1
+        try:
+            for _ in range(1 + WH.duplicates):
+                await deliver(event)
+        finally:
+            WH.in_flight -= 1
 
 
 async def webhook_worker_ctx(app):
@@ -521,8 +526,13 @@ async def clear_faults(request):
 
 
 async def delete_webhooks(request):
+    """Unregister, then answer once no delivery is in flight: after that nothing reaches the old URL (a test
+    that empties its tables next must not see a late delivery write into them)."""
     for id in [request.match_info['id']] if 'id' in request.match_info else list(webhooks._webhooks):
         webhooks._webhooks.pop(id, None)
+    deadline = time.monotonic() + 15
+    while WH.in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     return web.Response()
 
 

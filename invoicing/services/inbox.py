@@ -137,6 +137,9 @@ def _finish(row_id: int, status: str, error: str | None, now: datetime) -> None:
         row.attempts += 1
         row.error = error[:MAX_ERROR] if error else None
         row.processed_at = now if status in ("processed", "ignored") else row.processed_at
+        if row.organization_id is None:  # after applying, the payment it names exists: file it under its invoice
+            invoice = _invoice_of(row)
+            row.invoice_id, row.organization_id = (invoice.id, invoice.organization_id) if invoice else (None, None)
 
 
 # --- handlers: one per event type; each returns a short note ("ignored: ..." marks the event ignored) -----
@@ -334,43 +337,39 @@ class InboxRow:
     invoice: Invoice | None
 
 
-def _invoice_id_of(row: WebhookEvent) -> int | None:
+def _invoice_of(row: WebhookEvent) -> Invoice | None:
+    """The invoice an event is about: from our metadata, else through the payment of its charge or intent."""
     try:
         obj = json.loads(row.payload)["data"]["object"]
     except (ValueError, KeyError, TypeError):
         return None
     meta = obj.get("metadata") or {}
     if str(meta.get("invoice_id") or "").isdigit():
-        return int(meta["invoice_id"])
+        return db.session.get(Invoice, int(meta["invoice_id"]))
     charge, intent = obj.get("charge"), obj.get("payment_intent")
     payment = _payment_for(charge if isinstance(charge, str) else None, intent if isinstance(intent, str) else None)
-    return payment.invoice_id if payment else None
+    return payment.invoice if payment else None
 
 
 def list_events(organization_id: int | None, *, status: str | None = None, limit: int = 100) -> list[InboxRow]:
     """The latest events, newest first. The inbox is per installation, not per organization: staff see the
     events about their organization's invoices; `organization_id=None` (a superadmin) sees every event."""
-    query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit * 3)
+    query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
+    if organization_id is not None:
+        query = query.where(WebhookEvent.organization_id == organization_id)
     if status:
         query = query.where(WebhookEvent.status == status)
     rows = db.session.execute(query).scalars().all()
-    ids = {row.id: _invoice_id_of(row) for row in rows}
-    invoices = {i.id: i for i in db.session.execute(
-        select(Invoice).where(Invoice.id.in_({v for v in ids.values() if v}))).scalars()}
-    result = []
-    for row in rows:
-        invoice = invoices.get(ids[row.id] or 0)
-        if organization_id is None or (invoice is not None and invoice.organization_id == organization_id):
-            result.append(InboxRow(row, invoice))
-    return result[:limit]
+    invoice_ids = {row.invoice_id for row in rows if row.invoice_id}
+    invoices = {i.id: i for i in db.session.execute(select(Invoice).where(Invoice.id.in_(invoice_ids))).scalars()}
+    return [InboxRow(row, invoices.get(row.invoice_id or 0)) for row in rows]
 
 
 def get_event(organization_id: int | None, row_id: int) -> InboxRow:
     row = db.session.get(WebhookEvent, row_id)
     if row is None:
         raise NotFound("Event not found.")
-    invoice_id = _invoice_id_of(row)
-    invoice = db.session.get(Invoice, invoice_id) if invoice_id else None
+    invoice = db.session.get(Invoice, row.invoice_id) if row.invoice_id else _invoice_of(row)
     if organization_id is not None and (invoice is None or invoice.organization_id != organization_id):
         raise NotFound("Event not found.")
     return InboxRow(row, invoice)

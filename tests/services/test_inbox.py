@@ -142,6 +142,19 @@ def test_it_reapplies_a_failed_event_but_not_a_processed_one(stripe, world):
     assert_invariants()
 
 
+def test_it_shows_an_organization_its_events_however_many_another_one_has(stripe, world):
+    mine = make_invoice(world.client_a, status="open")
+    send(stripe, "checkout.session.completed", paid(stripe, mine)["session"])
+    for n in range(12):  # a busy neighbour: more than three pages of the inbox's old "read 3 x limit" window
+        send(stripe, "customer.created", {"id": f"cus_{n}", "object": "customer"})
+    rows = list_events(world.org_a.id, limit=4)
+    assert [(r.event.type, r.invoice.id) for r in rows] == [("checkout.session.completed", mine.id)]
+    stored = db.session.execute(
+        select(WebhookEvent).where(WebhookEvent.type == "checkout.session.completed")).scalar_one()
+    assert (stored.invoice_id, stored.organization_id) == (mine.id, world.org_a.id)
+    assert len(list_events(None, limit=4)) == 4
+
+
 def test_it_shows_staff_only_the_events_about_their_organization(stripe, world):
     mine = make_invoice(world.client_a, status="open")
     theirs = make_invoice(make_client(world.org_b, "B2"), status="open")

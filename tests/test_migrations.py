@@ -1,0 +1,50 @@
+"""Data migrations, run on a database of their own at the revision before them (SQLite file per test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+from invoicing import create_app
+from invoicing.extensions import db
+from invoicing.services.payments import apply_payment
+from tests.conftest import FAST_HASH, NOW, SYSTEM, make_client, make_invoice, make_org
+
+
+def _app(path: Path):  # type: ignore[no-untyped-def]
+    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}", "MAIL_SERVER": None,
+                       "SECRET_KEY": "test-secret-key-" + "x" * 32, "PASSWORD_HASH_METHOD": FAST_HASH})
+
+
+def _store_event(event_id: str, obj: dict[str, object]) -> None:
+    payload = json.dumps({"id": event_id, "type": "some.event", "data": {"object": obj}})
+    db.session.execute(text(
+        "INSERT INTO webhook_event (provider, event_id, type, payload, status, attempts, received_at) "
+        "VALUES ('stripe', :id, 'some.event', :payload, 'processed', 1, :now)"), {"id": event_id, "payload": payload,
+                                                                                "now": NOW})
+    db.session.commit()
+
+
+def test_it_files_the_webhook_events_it_finds_under_their_invoice_and_organization(tmp_path: Path) -> None:
+    with _app(tmp_path / "before_0006.db").app_context():
+        upgrade(revision="0005")
+        org = make_org("Old Org")
+        invoice = make_invoice(make_client(org, "Old client"), status="open")
+        apply_payment(invoice.id, amount=1000, currency="USD", method="card", status="succeeded", actor=SYSTEM,
+                      now=NOW, payment_intent_id="pi_old", charge_id="ch_old")
+        _store_event("evt_meta", {"object": "checkout.session", "metadata": {"invoice_id": str(invoice.id)}})
+        _store_event("evt_charge", {"object": "dispute", "charge": "ch_old"})
+        _store_event("evt_other", {"object": "customer", "id": "cus_1"})
+        _store_event("evt_garbled", {"object": "charge", "payment_intent": "pi_nobody_knows"})
+
+        upgrade(revision="0006")
+
+        rows = db.session.execute(text(
+            "SELECT event_id, invoice_id, organization_id FROM webhook_event ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("evt_meta", invoice.id, org.id), ("evt_charge", invoice.id, org.id),
+                                            ("evt_other", None, None), ("evt_garbled", None, None)]
+        db.session.remove()
+        db.engine.dispose()
