@@ -247,9 +247,9 @@ def apply_refund(
         ) if c is not None]
         if clauses:
             existing = db.session.execute(select(Refund).where(or_(*clauses))).scalars().first()
-            if existing is not None:
-                if provider_refund_id and not existing.provider_refund_id:
-                    existing.provider_refund_id = provider_refund_id
+            if existing is not None:  # heard before (the provider's event can beat the staff form's own call)
+                _fill_in(existing, provider_refund_id=provider_refund_id, idempotency_key=idempotency_key,
+                         reason=reason.strip(), created_by_id=actor.id if actor.type == "user" else None)
                 return existing
         if payment.status not in _COUNTED:
             raise DomainError("Only a succeeded payment can be refunded.")
@@ -269,6 +269,13 @@ def apply_refund(
         record("payment.refunded", invoice, actor=actor, now=now,
                details={"payment_id": payment.id, "refund_id": refund.id, "amount": amount, "reason": reason})
     return refund
+
+
+def _fill_in(refund: Refund, **known: str | int | None) -> None:
+    """What a later recording of the same refund knows and the first did not (who asked, why, the form's key)."""
+    for name, value in known.items():
+        if value and not getattr(refund, name):
+            setattr(refund, name, value)
 
 
 def _refunded_status(payment: Payment) -> str:
