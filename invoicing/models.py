@@ -98,6 +98,11 @@ class Organization(Model):
 ROLES = ("superadmin", "admin", "staff")
 
 
+# A password hash starting with this can never match a password (no hashing method produces it); what follows
+# is random, so replacing it (a resent invitation) changes the invitation's fingerprint.
+UNUSABLE_PASSWORD_PREFIX = "!"
+
+
 class User(UserMixin, Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
@@ -124,6 +129,11 @@ class User(UserMixin, Model):
     @property
     def is_superadmin(self) -> bool:
         return self.role == "superadmin"
+
+    @property
+    def is_invited(self) -> bool:
+        """Invited and not yet accepted: the password hash is an unusable marker (UNUSABLE_PASSWORD_PREFIX)."""
+        return self.password_hash.startswith(UNUSABLE_PASSWORD_PREFIX)
 
 
 class Client(Model):

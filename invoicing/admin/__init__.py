@@ -6,6 +6,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from invoicing.admin import (  # noqa: E402,F401
     clients,  # clients and contacts (staff invoicing)
+    invites,  # accepting a staff invitation (public: the emailed link)
     invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)
     outbox,  # the outbox: queued and sent emails, previews
     payments,  # the webhook inbox, refunds, the invoice page's money panel

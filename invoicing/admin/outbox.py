@@ -20,8 +20,9 @@ from invoicing.mail import (
     release_held,
     retry_email,
 )
+from invoicing.models import OutboxEmail
 from invoicing.rendering import render
-from invoicing.services import NotFound, queries
+from invoicing.services import NotFound, invites, queries
 from invoicing.services.audit import Actor
 
 # The detail page shows a client's email in a sandboxed srcdoc iframe (no scripts, no same-origin); this
@@ -34,6 +35,14 @@ BADGE = {"sent": "succeeded", "failed": "failed", "queued": "open", "sending": "
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _readable(email_id: int) -> OutboxEmail:
+    """The email, if this user may read it: an invitation holds a live link that would make staff an admin."""
+    email = get_email(email_id, queries.org_scope(current_user))
+    if email.kind == invites.KIND and current_user.role not in ("admin", "superadmin"):
+        raise NotFound("Email not found.")
+    return email
 
 
 @bp.get("/outbox")
@@ -49,7 +58,7 @@ def outbox() -> str:
 @bp.get("/outbox/<int:email_id>")
 @staff_required
 def outbox_email(email_id: int) -> Response:
-    email = get_email(email_id, queries.org_scope(current_user))
+    email = _readable(email_id)
     html = render_template("admin/outbox_email.html", email=email, configured=mail_configured(), badge=BADGE,
                            attachments=[attachment_label(spec) for spec in email.attachments or []])
     response = current_app.make_response(html)
@@ -60,7 +69,7 @@ def outbox_email(email_id: int) -> Response:
 @bp.get("/outbox/<int:email_id>/attachments/<int:index>")
 @staff_required
 def outbox_attachment(email_id: int, index: int) -> Response:
-    email = get_email(email_id, queries.org_scope(current_user))
+    email = _readable(email_id)
     specs = email.attachments or []
     if not 0 <= index < len(specs):
         raise NotFound("Attachment not found.")

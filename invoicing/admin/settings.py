@@ -19,9 +19,10 @@ from invoicing.auth import role_required
 from invoicing.extensions import db
 from invoicing.models import Organization, User
 from invoicing.money import COMMON_CURRENCIES, MoneyError, format_plain, parse_amount
-from invoicing.services import DomainError, NotFound, queries
+from invoicing.services import DomainError, NotFound, invites, queries
 from invoicing.services import settings as svc
 from invoicing.services.audit import Actor
+from invoicing.services.site import Site
 
 ACTING_ORG = "acting_organization_id"
 
@@ -109,13 +110,11 @@ class SettingsForm(_Form):
         return bytes(upload.read(svc.LOGO_MAX_BYTES + 1))  # one byte more than allowed is enough to refuse
 
 
-class UserForm(_Form):
+class InviteForm(_Form):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     name = StringField("Name", validators=[Optional(), Length(max=200)])
     role = SelectField("Role", choices=[SelectChoice("staff", "Staff"), SelectChoice("admin", "Admin")],
                        default="staff")
-    password = PasswordField("Initial password (at least 10 characters; they change it under Your password)",
-                             validators=[DataRequired(), Length(max=200)])
 
 
 class PasswordForm(_Form):
@@ -158,7 +157,11 @@ def settings_logo() -> ResponseReturnValue:
     return current_app.response_class(org.logo, mimetype=org.logo_mime or "application/octet-stream")
 
 
-def _users_page(form: UserForm, *, error: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _site() -> Site:
+    return Site.from_config(current_app.config)
+
+
+def _users_page(form: InviteForm, *, error: str | None = None, status: int = 200) -> ResponseReturnValue:
     org = _organization()
     return render_template("admin/users.html", users=svc.list_users(queries.org_scope(current_user)), form=form,
                            organization=org, error=error), status
@@ -167,19 +170,32 @@ def _users_page(form: UserForm, *, error: str | None = None, status: int = 200) 
 @bp.route("/users", methods=["GET", "POST"])
 @role_required("admin")
 def users() -> ResponseReturnValue:
-    form = UserForm()
+    form = InviteForm()
     org = _organization()
     if org is None or not form.validate_on_submit():
         return _users_page(form, status=400 if request.method == "POST" else 200)
     try:
-        user = svc.add_user(org.id, email=form.email.data or "", name=form.name.data or "",
-                            role=form.role.data or "", password=form.password.data or "",
-                            actor=Actor.user(current_user), now=_now(),
-                            hash_method=current_app.config["PASSWORD_HASH_METHOD"])
+        user = invites.invite_user(org.id, email=form.email.data or "", name=form.name.data or "",
+                                   role=form.role.data or "", actor=Actor.user(current_user), site=_site(),
+                                   now=_now())
     except svc.SettingsInvalid as exc:
         form.add_errors(exc.errors)
         return _users_page(form, status=400)
-    flash(f"{user.email} can now log in as {user.role}.")
+    flash(f"Invitation sent to {user.email}: they choose their password from the link in the email.")
+    return redirect(url_for("admin.users"), 303)
+
+
+@bp.post("/users/<int:user_id>/invitation")
+@role_required("admin")
+def user_invitation(user_id: int) -> ResponseReturnValue:
+    try:
+        user = invites.resend_invitation(user_id, queries.org_scope(current_user), actor=Actor.user(current_user),
+                                         site=_site(), now=_now())
+    except NotFound:
+        raise
+    except DomainError as exc:
+        return _users_page(InviteForm(formdata=None), error=str(exc), status=422)
+    flash(f"A new invitation was sent to {user.email}; the earlier link no longer works.")
     return redirect(url_for("admin.users"), 303)
 
 
@@ -192,7 +208,7 @@ def user_role(user_id: int) -> ResponseReturnValue:
     except NotFound:
         raise
     except DomainError as exc:
-        return _users_page(UserForm(formdata=None), error=str(exc), status=422)
+        return _users_page(InviteForm(formdata=None), error=str(exc), status=422)
     flash(f"{user.email} is now {user.role}.")
     return redirect(url_for("admin.users"), 303)
 
@@ -207,7 +223,7 @@ def user_active(user_id: int) -> ResponseReturnValue:
     except NotFound:
         raise
     except DomainError as exc:
-        return _users_page(UserForm(formdata=None), error=str(exc), status=422)
+        return _users_page(InviteForm(formdata=None), error=str(exc), status=422)
     flash(f"{user.email} is {'active again' if user.active else 'deactivated'}.")
     return redirect(url_for("admin.users"), 303)
 

@@ -23,7 +23,7 @@ from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic
 from invoicing.services.invoices import check_number_format
-from invoicing.services.users import MIN_PASSWORD, create_user, normalize_email
+from invoicing.services.users import MIN_PASSWORD, normalize_email
 
 LOGO_MAX_BYTES = 512 * 1024
 LOGO_MAX_PIXELS = 4000 * 4000  # checked before decoding: no decompression bombs
@@ -202,24 +202,6 @@ def get_user(user_id: int, organization_id: int | None) -> User:
     if user is None or (organization_id is not None and user.organization_id != organization_id):
         raise NotFound("User not found.")
     return user
-
-
-def add_user(
-    organization_id: int, *, email: str, name: str, role: str, password: str, actor: Actor, now: datetime,
-    hash_method: str,
-) -> User:
-    """A staff member or admin of the organization, with an initial password they are told to change."""
-    if role not in STAFF_ROLES:
-        raise SettingsInvalid({"role": "Choose admin or staff."})
-    org = db.session.get(Organization, organization_id)
-    if org is None:
-        raise NotFound("Organization not found.")
-    try:
-        return create_user(email, password, role=role, organization=org, now=now, actor=actor, name=name,
-                           hash_method=hash_method)
-    except DomainError as exc:
-        text = str(exc)
-        raise SettingsInvalid({"password" if "password" in text else "email": text}) from None
 
 
 def change_password(user_id: int, current: str, new: str, *, now: datetime, hash_method: str) -> User:

@@ -22,5 +22,9 @@ class Site:
         return cls(config["BASE_URL"], config["SECRET_KEY"], config.get("MAIL_DEFAULT_SENDER") or "billing@localhost",
                    config.get("PAYLINK_EXPIRY_DAYS", 30))
 
+    def url(self, path: str) -> str:
+        """An absolute link for emails: always from BASE_URL, never from the request's Host header."""
+        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+
     def pay_url(self, invoice: Invoice) -> str:
         return link_for(invoice, secret_key=self.secret_key, base_url=self.base_url).url

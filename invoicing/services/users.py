@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from invoicing.extensions import db
-from invoicing.models import ROLES, Organization, User
+from invoicing.models import ROLES, UNUSABLE_PASSWORD_PREFIX, Organization, User
 from invoicing.money import MoneyError, check_currency
 from invoicing.services import DomainError
 from invoicing.services.audit import Actor, record
@@ -20,6 +21,15 @@ from invoicing.services.db import atomic
 MIN_PASSWORD = 10
 # A real hash to compare against when the email is unknown, so both answers take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-password", method="scrypt")
+
+
+def unusable_password() -> str:
+    """A password hash no password matches (an invited user); random, so each invitation has its own."""
+    return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(32)
+
+
+def has_usable_password(password_hash: str | None) -> bool:
+    return bool(password_hash) and not (password_hash or "").startswith(UNUSABLE_PASSWORD_PREFIX)
 
 
 def normalize_email(email: str) -> str:
@@ -69,36 +79,46 @@ def create_user(
     hash_method: str = "scrypt",
 ) -> User:
     email = normalize_email(email)
+    if len(password) < MIN_PASSWORD:
+        raise DomainError(f"The password must have at least {MIN_PASSWORD} characters.")
+    with atomic():
+        user = add_user(email, generate_password_hash(password, method=hash_method), role=role,
+                        organization=organization, now=now, name=name)
+        record("user.created", user, actor=actor, now=now, details={"email": user.email, "role": role})
+    return user
+
+
+def add_user(
+    email: str, password_hash: str, *, role: str, organization: Organization | None, now: datetime, name: str = "",
+) -> User:
+    """Insert a user in the caller's transaction (no commit, no audit: the caller records why)."""
+    email = normalize_email(email)
     if role not in ROLES:
         raise DomainError(f"Role must be one of {', '.join(ROLES)}.")
     if role != "superadmin" and organization is None:
         raise DomainError("Staff and admins belong to an organization.")
-    if len(password) < MIN_PASSWORD:
-        raise DomainError(f"The password must have at least {MIN_PASSWORD} characters.")
-    with atomic():
-        if db.session.execute(select(User.id).where(func.lower(User.email) == email)).first():
-            raise DomainError(f"A user with email {email} already exists.")
-        user = User(
-            email=email,
-            name=name.strip(),
-            password_hash=generate_password_hash(password, method=hash_method),
-            role=role,
-            organization_id=organization.id if organization else None,
-            created_at=now,
-        )
-        db.session.add(user)
-        db.session.flush()
-        record("user.created", user, actor=actor, now=now, details={"email": email, "role": role})
+    if find_user(email) is not None:
+        raise DomainError(f"A user with email {email} already exists.")
+    user = User(email=email, name=name.strip(), password_hash=password_hash, role=role,
+                organization_id=organization.id if organization else None, created_at=now)
+    db.session.add(user)
+    db.session.flush()
     return user
+
+
+def find_user(email: str) -> User | None:
+    return db.session.execute(
+        select(User).where(func.lower(User.email) == email.strip().lower())
+    ).scalar_one_or_none()
 
 
 def authenticate(email: str, password: str, *, now: datetime) -> User | None:
     """The active user with this email and password, or None (same work either way)."""
-    user = db.session.execute(
-        select(User).where(func.lower(User.email) == email.strip().lower())
-    ).scalar_one_or_none()
-    ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
-    if user is None or not ok or not user.active:
+    user = find_user(email)
+    usable = user is not None and has_usable_password(user.password_hash)
+    # An invited user has no password yet: compare with the dummy so the answer takes the same time.
+    ok = check_password_hash(user.password_hash if user is not None and usable else _DUMMY_HASH, password)
+    if user is None or not usable or not ok or not user.active:
         return None
     with atomic():
         user.last_login_at = now
