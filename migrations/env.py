@@ -92,6 +92,9 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        # Each migration commits on its own: a data migration's locks do not wait for the whole upgrade, and a
+        # failure leaves the database at the last migration that completed.
+        conf_args.setdefault("transaction_per_migration", True)
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -344,8 +344,8 @@ def _invoice_of(row: WebhookEvent) -> Invoice | None:
     except (ValueError, KeyError, TypeError):
         return None
     meta = obj.get("metadata") or {}
-    if str(meta.get("invoice_id") or "").isdigit():
-        return db.session.get(Invoice, int(meta["invoice_id"]))
+    if meta.get("invoice_id"):  # checked against its public id: another installation's invoice 1 is not ours
+        return invoice_for({k: str(v) for k, v in meta.items()})
     charge, intent = obj.get("charge"), obj.get("payment_intent")
     payment = _payment_for(charge if isinstance(charge, str) else None, intent if isinstance(intent, str) else None)
     return payment.invoice if payment else None

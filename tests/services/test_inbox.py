@@ -155,6 +155,18 @@ def test_it_shows_an_organization_its_events_however_many_another_one_has(stripe
     assert len(list_events(None, limit=4)) == 4
 
 
+def test_it_files_another_installations_event_under_no_organization(stripe, world):
+    mine = make_invoice(world.client_a, status="open")
+    # Two installations share one Stripe account: theirs has an invoice with our invoice's id, not its public id.
+    foreign = {"id": "cs_other_install", "object": "checkout.session", "status": "complete", "payment_status": "paid",
+               "amount_total": 27000, "currency": "usd",
+               "metadata": {"invoice_id": str(mine.id), "invoice_public_id": "f" * 32}}
+    assert send(stripe, "checkout.session.completed", foreign).status == "ignored"
+    stored = db.session.execute(select(WebhookEvent)).scalar_one()
+    assert (stored.invoice_id, stored.organization_id) == (None, None)
+    assert list_events(world.org_a.id) == [] and payments_of(mine) == []
+
+
 def test_it_shows_staff_only_the_events_about_their_organization(stripe, world):
     mine = make_invoice(world.client_a, status="open")
     theirs = make_invoice(make_client(world.org_b, "B2"), status="open")
