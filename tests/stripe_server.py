@@ -307,6 +307,10 @@ async def checkout_settle(request):
 
 
 # --------------------------------------------------------------------------- refunds
+class REFUNDS:  # fault: the next N refunds are created failed (POST /_config/faults {"refunds_fail": N})
+    fail_next = 0
+
+
 _refund_init = Refund.__init__
 
 
@@ -326,6 +330,12 @@ def refund_init(self, charge=None, payment_intent=None, amount=None, reason=None
     _refund_init(self, charge=charge, payment_intent=payment_intent, amount=amount, **kwargs)
     ch = Charge._api_retrieve(self.charge)
     self.payment_intent, self.reason = self.payment_intent or ch.payment_intent, reason
+    if REFUNDS.fail_next:  # the card network refuses it at once (e.g. a closed card account)
+        REFUNDS.fail_next -= 1
+        self.status, self.failure_reason = 'failed', 'expired_or_canceled_card'
+        emit('refund.created', self)
+        emit('refund.failed', self)
+        return
     emit('refund.created', self)
     emit('charge.refunded', ch)
 
@@ -503,6 +513,8 @@ async def set_faults(request):
             WH.duplicates = int(spec['webhook_duplicates'])
         if 'webhook_delay' in spec:
             WH.delay = float(spec['webhook_delay'])
+        if 'refunds_fail' in spec:
+            REFUNDS.fail_next = int(spec['refunds_fail'])
         if 'mode' in spec:
             if spec['mode'] not in ('error_500', 'drop_before', 'drop_after', 'delay'):
                 raise bad('mode must be error_500, drop_before, drop_after or delay', 'mode')
@@ -521,6 +533,7 @@ async def get_faults(request):
 async def clear_faults(request):
     FAULTS.clear()
     WH.duplicates, WH.delay = 0, 0.0
+    REFUNDS.fail_next = 0
     set_webhook_mode('resume')
     return await get_faults(request)
 

@@ -53,5 +53,8 @@ def refund_payment(invoice_id: int, payment_id: int, *, amount: int, reason: str
                                 reason=reason)
     except GatewayError as exc:
         raise DomainError(f"The refund was not made: {exc.message}") from None
+    if refund.reversed:  # refused at once (e.g. the card is closed): nothing went back, nothing to record
+        why = refund.failure_reason.replace("_", " ") or refund.status
+        raise DomainError(f"The provider did not make the refund ({why}): refund the client another way.")
     return apply_refund(payment.id, amount=refund.amount, actor=actor, now=now, provider_refund_id=refund.id,
                         idempotency_key=idempotency_key, reason=reason)

@@ -101,3 +101,15 @@ def test_it_refuses_to_refund_through_a_provider_that_did_not_take_the_payment(s
     with pytest.raises(DomainError, match="not the configured provider"):
         refund_payment(invoice.id, payment.id, amount=100, reason="x", key="k" * 16, actor=SYSTEM,
                        gateway=sandbox(), now=NOW)
+
+
+def test_it_reports_a_refund_the_provider_refuses_at_once_and_records_nothing(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = card_payment(stripe, invoice)
+    stripe.fault(refunds_fail=1)
+    with pytest.raises(DomainError, match=r"did not make the refund \(expired or canceled card\)"):
+        refund_payment(invoice.id, payment.id, amount=5000, reason="Damaged", key="c" * 16,
+                       actor=Actor.user(world.alice), gateway=stripe_gateway(stripe), now=NOW)
+    assert db.session.scalars(select(Refund)).all() == []
+    assert (fresh(invoice).status, fresh(invoice).amount_paid) == ("paid", 27000)
+    assert [(p.status, p.amount_refunded) for p in payments_of(invoice)] == [("succeeded", 0)]
