@@ -5,6 +5,8 @@ apply_refund or reverse_refund, which lock the invoice row and are idempotent on
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -143,7 +145,7 @@ def apply_payment(
             succeeded_at=now if status == "succeeded" else None,
             failure_code=failure_code,
             failure_message=failure_message,
-            provider_state_at=observed_at if status in _PENDING else None,
+            provider_state_at=observed_at.replace(microsecond=0) if observed_at and status in _PENDING else None,
             created_at=now,
             **refs,
         )
@@ -167,12 +169,16 @@ def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, n
             setattr(payment, name, value)
     if payment.status not in _PENDING or status not in (*_PENDING, "succeeded"):
         return
+    # Whole seconds, like the provider's `created`, so our clock's fraction never outranks its events; within
+    # one second "failed" wins (a retry after a decline takes a person longer than that).
+    observed_at = observed_at.replace(microsecond=0) if observed_at is not None else None
     stored = payment.provider_state_at
     if status == payment.status:
         if observed_at is not None and (stored is None or observed_at > stored):
             payment.provider_state_at = observed_at  # the same state seen later: older moves stay stale
         return
-    if status in _PENDING and observed_at is not None and stored is not None and observed_at < stored:
+    if status in _PENDING and observed_at is not None and stored is not None and (
+            observed_at <= stored if status == "processing" else observed_at < stored):
         log.info("stale %s ignored: payment %s is %s since %s (observed %s)", status, payment.id, payment.status,
                  stored.isoformat(), observed_at.isoformat(),
                  extra={"invoice_id": invoice.id, "payment_id": payment.id})
@@ -223,6 +229,18 @@ def record_manual_payment(
     )
 
 
+@contextmanager
+def _payment_locked(payment_id: int) -> Iterator[tuple[Invoice, Payment]]:
+    """One write transaction holding the payment's invoice row lock, with the payment's values fresh under it."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        raise DomainError("Payment not found.")
+    with atomic():
+        invoice = lock_invoice(payment.invoice_id)
+        db.session.refresh(payment)
+        yield invoice, payment
+
+
 def apply_refund(
     payment_id: int,
     *,
@@ -235,12 +253,7 @@ def apply_refund(
 ) -> Refund:
     """Record money returned on a payment, once per provider refund id; the invoice balance follows
     (a paid invoice refunded in part or in full is open again for what it lacks, until staff void it)."""
-    payment = db.session.get(Payment, payment_id)
-    if payment is None:
-        raise DomainError("Payment not found.")
-    with atomic():
-        invoice = lock_invoice(payment.invoice_id)
-        db.session.refresh(payment)
+    with _payment_locked(payment_id) as (invoice, payment):
         clauses = [c for c in (
             Refund.provider_refund_id == provider_refund_id if provider_refund_id else None,
             Refund.idempotency_key == idempotency_key if idempotency_key else None,
@@ -307,12 +320,7 @@ def reverse_refund(
     """
     if status not in REFUND_REVERSED:
         raise DomainError(f"A refund that is {status} has not failed.")
-    payment = db.session.get(Payment, payment_id)
-    if payment is None:
-        raise DomainError("Payment not found.")
-    with atomic():
-        invoice = lock_invoice(payment.invoice_id)
-        db.session.refresh(payment)
+    with _payment_locked(payment_id) as (invoice, payment):
         refund = db.session.execute(
             select(Refund).where(Refund.provider_refund_id == provider_refund_id)
             .execution_options(populate_existing=True)

@@ -141,3 +141,17 @@ def test_it_shows_a_failed_debit_as_failed_on_the_return_page_and_ignores_older_
     assert outcome(invoice) == ("failed", "open") and failure_emails() == ["clienta@clients.test"]
     assert "Pay now" in client.get(pay_path(invoice)).text
     assert_invariants()
+
+
+def test_it_keeps_a_failure_when_a_processing_event_of_the_same_second_arrives_after_it(client, world, stripe_app):
+    invoice = live_invoice(world.client_a)
+    objects = debit(stripe_app, invoice)
+    t = int(time.time())
+    deliver(client, "payment_intent.processing", objects["processing"], created=t - 5)
+    assert deliver(client, "payment_intent.payment_failed", objects["failed"], created=t).status_code == 200
+    same_second = deliver(client, "payment_intent.processing", objects["processing"], created=t)
+    assert (same_second.status_code, same_second.json["status"]) == (200, "processed")
+    assert outcome(invoice) == ("failed", "open")  # the client can pay again at once
+    assert failure_emails() == ["clienta@clients.test"]
+    payment, = payments_of(invoice)
+    assert payment.provider_state_at.timestamp() == t
