@@ -98,11 +98,32 @@ def _invite(organization_id: int, *, email: str, name: str, role: str, actor: Ac
         existing = find_user(email)
         if existing is not None:
             if existing.organization_id == organization.id and existing.is_invited and existing.active:
-                return existing
+                return _invite_again(existing, organization, role=role, actor=actor, site=site, now=now)
             raise SettingsInvalid({"email": f"A user with email {email} already exists."})
         user = add_user(email, unusable_password(), role=role, organization=organization, now=now, name=name)
         record("user.invited", user, actor=actor, now=now, details={"email": email, "role": role})
         _queue_invitation(user, organization, actor=actor, site=site, now=now)
+    return user
+
+
+DOUBLE_SUBMIT = timedelta(minutes=10)
+
+
+def _invite_again(user: User, organization: Organization, *, role: str, actor: Actor, site: Site,
+                  now: datetime) -> User:
+    """The same person invited again while their invitation is pending: the same form posted twice (same role,
+    within minutes) changes nothing; otherwise it is a fresh invitation with the role asked for now."""
+    last_sent = db.session.execute(
+        select(OutboxEmail.created_at).where(OutboxEmail.kind == KIND,
+                                             OutboxEmail.dedupe_key.startswith(f"invite:{user.id}:"))
+        .order_by(OutboxEmail.id.desc()).limit(1)
+    ).scalar()
+    if user.role == role and last_sent is not None and now - last_sent < DOUBLE_SUBMIT:
+        return user
+    user.role = role
+    user.password_hash = unusable_password()  # earlier links stop working
+    record("user.invitation_resent", user, actor=actor, now=now, details={"email": user.email, "role": role})
+    _queue_invitation(user, organization, actor=actor, site=site, now=now)
     return user
 
 

@@ -123,6 +123,23 @@ def test_it_sends_one_email_for_a_double_submitted_form(client, world, smtp, tim
     assert len(smtp.messages) == 1
 
 
+def test_it_invites_again_with_the_new_role_once_the_first_invitation_went_stale(client, world, smtp, time_machine):
+    time_machine.move_to(NOW)
+    login(client, world.alice)
+    client.post("/admin/users", data=INVITE)
+    old = link_in(deliver(smtp, 1)[0])
+
+    time_machine.move_to(NOW + timedelta(days=8))  # the first link has expired; the admin invites again, as admin
+    again = client.post("/admin/users", data={**INVITE, "role": "admin"})
+
+    assert again.status_code == 303
+    assert invited().role == "admin" and invited().is_invited
+    assert actions().count("user.invited") == 1 and actions().count("user.invitation_resent") == 1
+    new = link_in(deliver(smtp, 2)[1])
+    assert new != old
+    assert client.get(new).status_code == 200 and client.get(old).status_code == 410
+
+
 def test_it_refuses_an_expired_link(client, app, world, smtp, time_machine):
     time_machine.move_to(NOW)
     login(client, world.alice)
