@@ -1,4 +1,4 @@
-"""Pay-link tokens are capabilities: keep them out of access logs and error logs (DESIGN rule 8)."""
+"""Pay-link and invitation tokens are capabilities: keep them out of access logs and error logs (DESIGN rule 8)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-_TOKEN = re.compile(r"(/pay/)(?!sandbox/)[^/?#\s\"']+")
+_TOKEN = re.compile(r"(/pay/(?!sandbox/)|/admin/invite/)[^/?#\s\"']+")
 
 
 def redact(text: str) -> str:

@@ -1,5 +1,6 @@
 import logging
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
@@ -29,3 +30,21 @@ def test_it_redacts_tokens_in_the_apps_own_log_records():
     assert RedactingFilter().filter(record)
     assert record.getMessage() == "Exception on /pay/<token>/return [GET]"
     assert redact("/pay/sandbox/cs_sbx_1") == "/pay/sandbox/cs_sbx_1"
+    assert redact('"POST /admin/invite/eyJ1IjozfQ.mac HTTP/1.1" 303') == '"POST /admin/invite/<token> HTTP/1.1" 303'
+
+
+def test_it_keeps_invitation_tokens_out_of_the_access_log(app, live_server_factory, world):
+    from invoicing.services.invites import invitation_token
+    from tests.conftest import make_user
+
+    user = make_user(world.org_a, "someone@a.test", "staff")
+    token = invitation_token(user, secret_key=app.config["SECRET_KEY"], now=datetime.now(UTC))
+    server = live_server_factory()
+    try:  # this user already has a password, so the link answers 410: what matters here is the log line
+        urllib.request.urlopen(f"{server.url}/admin/invite/{token}", timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 410
+    deadline = time.monotonic() + 10
+    while "/admin/invite/" not in (log := server.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "GET /admin/invite/<token> HTTP/1.1" in log and token not in log and token.split(".")[-1] not in log
