@@ -28,10 +28,6 @@ def unusable_password() -> str:
     return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(32)
 
 
-def has_usable_password(password_hash: str | None) -> bool:
-    return bool(password_hash) and not (password_hash or "").startswith(UNUSABLE_PASSWORD_PREFIX)
-
-
 def normalize_email(email: str) -> str:
     try:
         return validate_email(email.strip(), check_deliverability=False, test_environment=True).normalized.lower()
@@ -115,7 +111,7 @@ def find_user(email: str) -> User | None:
 def authenticate(email: str, password: str, *, now: datetime) -> User | None:
     """The active user with this email and password, or None (same work either way)."""
     user = find_user(email)
-    usable = user is not None and has_usable_password(user.password_hash)
+    usable = user is not None and bool(user.password_hash) and not user.is_invited
     # An invited user has no password yet: compare with the dummy so the answer takes the same time.
     ok = check_password_hash(user.password_hash if user is not None and usable else _DUMMY_HASH, password)
     if user is None or not usable or not ok or not user.active:

@@ -103,10 +103,15 @@ def test_it_creates_a_customer_once_per_key(stripe_server, gateway):
     assert checkout.customer_id == first
 
 
-def test_it_refunds_in_parts_and_lists_them_on_the_charge(stripe_server, gateway):
-    checkout = gateway.create_checkout(request(10000))
+def paid_intent(stripe_server, gateway, amount):
+    """A checkout paid at the test server, as its PaymentIntent."""
+    checkout = gateway.create_checkout(request(amount))
     stripe_server.pay(checkout.id)
-    intent = gateway.retrieve_payment_intent(gateway.retrieve_checkout(checkout.id).payment_intent_id)
+    return gateway.retrieve_payment_intent(gateway.retrieve_checkout(checkout.id).payment_intent_id)
+
+
+def test_it_refunds_in_parts_and_lists_them_on_the_charge(stripe_server, gateway):
+    intent = paid_intent(stripe_server, gateway, 10000)
     part = gateway.refund(amount=2500, currency="USD", idempotency_key="r1", payment_intent_id=intent.id,
                           reason="late delivery")
     again = gateway.refund(amount=2500, currency="USD", idempotency_key="r1", payment_intent_id=intent.id,
@@ -150,9 +155,7 @@ def test_it_verifies_webhook_signatures_on_the_raw_body(gateway):
 
 
 def test_it_normalizes_refund_status_events(stripe_server, gateway):
-    checkout = gateway.create_checkout(request(10000))
-    stripe_server.pay(checkout.id)
-    intent = gateway.retrieve_payment_intent(gateway.retrieve_checkout(checkout.id).payment_intent_id)
+    intent = paid_intent(stripe_server, gateway, 10000)
     refund = gateway.refund(amount=2500, currency="USD", idempotency_key="r1", payment_intent_id=intent.id,
                             reason="late delivery")
     assert (refund.status, refund.reason, refund.reversed) == ("succeeded", "late delivery", False)
