@@ -71,7 +71,12 @@ def _headers(response: Response) -> Response:
 
 
 def _healthz() -> tuple[dict[str, str], int]:
+    """Database reachability, plus what an operator checks after a deploy: which money the app takes
+    (`payments`: live, test or sandbox) and whether email leaves (`mail`: smtp, or outbox when it is held)."""
+    from flask import current_app
     from sqlalchemy import text
+
+    from invoicing.gateways import payments_mode
 
     try:
         db.session.execute(text("SELECT 1"))
@@ -79,7 +84,9 @@ def _healthz() -> tuple[dict[str, str], int]:
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         logging.getLogger(__name__).error("health check failed: %s", exc.__class__.__name__)
         return {"status": "error", "database": "unreachable"}, 503
-    return {"status": "ok", "database": "ok"}, 200
+    details = {"payments": payments_mode(current_app.config),
+               "mail": "smtp" if current_app.config.get("MAIL_SERVER") else "outbox"}
+    return {"status": "ok", "database": "ok", **details}, 200
 
 
 def _register_errors(app: Flask) -> None:

@@ -103,6 +103,42 @@ def _secret_key(env: _Env, instance_path: str, *, debug: bool, demo: bool) -> st
     return path.read_text().strip()
 
 
+def _key_mode(name: str, key: str | None, prefixes: tuple[str, ...], env: _Env) -> str | None:
+    """'test' or 'live' from a Stripe key's prefix (e.g. sk_test_, rk_live_); None (and an error) otherwise."""
+    if not key:
+        return None
+    for prefix in prefixes:
+        for mode in ("test", "live"):
+            if key.startswith(f"{prefix}_{mode}_"):
+                return mode
+    shapes = " or ".join(f"{p}_test_... / {p}_live_..." for p in prefixes)
+    env.errors.append(f"{name} must be a Stripe key ({shapes}), got one starting {key[:8]!r}")
+    return None
+
+
+def _check_stripe_keys(env: _Env, config: dict[str, Any]) -> None:
+    """No Stripe key means the sandbox gateway; otherwise the keys must be Stripe's and of one mode (test or live).
+
+    Live mode takes real money, so it also needs an https BASE_URL (pay links, return pages and webhooks are
+    built from it) and a webhook secret (payments are recorded from signed events).
+    """
+    secret = config["STRIPE_SECRET_KEY"]
+    if not secret:
+        if config["STRIPE_PUBLISHABLE_KEY"] or config["STRIPE_WEBHOOK_SECRET"]:
+            env.errors.append("STRIPE_SECRET_KEY is required when another STRIPE_* key is set "
+                              "(without it the app uses the sandbox gateway)")
+        return
+    mode = _key_mode("STRIPE_SECRET_KEY", secret, ("sk", "rk"), env)
+    public = _key_mode("STRIPE_PUBLISHABLE_KEY", config["STRIPE_PUBLISHABLE_KEY"], ("pk",), env)
+    if mode and public and mode != public:
+        env.errors.append(f"STRIPE_SECRET_KEY is a {mode} key but STRIPE_PUBLISHABLE_KEY is a {public} key: "
+                          "use the pair from the same mode of the Stripe dashboard")
+    if not config["STRIPE_WEBHOOK_SECRET"]:
+        env.errors.append("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set (whsec_...)")
+    if mode == "live" and not config["BASE_URL"].startswith("https://"):
+        env.errors.append("BASE_URL must be https:// with live Stripe keys (clients pay through its links)")
+
+
 def load_config(instance_path: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config from the environment; raise ConfigError listing every bad value."""
     env = _Env(os.environ if environ is None else environ)
@@ -137,11 +173,7 @@ def load_config(instance_path: str, environ: Mapping[str, str] | None = None) ->
         "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }
-    key = config["STRIPE_SECRET_KEY"]
-    if key and not key.startswith(("sk_test_", "rk_test_")):
-        env.errors.append("STRIPE_SECRET_KEY must be a test-mode key (sk_test_...); live keys are not supported")
-    if key and not config["STRIPE_WEBHOOK_SECRET"]:
-        env.errors.append("STRIPE_WEBHOOK_SECRET is required when STRIPE_SECRET_KEY is set (whsec_...)")
+    _check_stripe_keys(env, config)
     config["SESSION_COOKIE_SECURE"] = config["BASE_URL"].startswith("https://")
     if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         env.errors.append(f"LOG_LEVEL={config['LOG_LEVEL']!r} must be DEBUG, INFO, WARNING or ERROR")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from flask import Flask
+from flask import Flask, current_app
 
 from invoicing.money import format_money, format_plain
 
@@ -16,7 +16,14 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["date"] = _date
     app.jinja_env.filters["datetime"] = _datetime
     app.jinja_env.globals["now_utc"] = lambda: datetime.now(UTC)
+    app.jinja_env.globals["payments_mode"] = _payments_mode
     app.jinja_env.add_extension("jinja2.ext.do")
+
+
+def _payments_mode() -> str:
+    from invoicing.gateways import payments_mode
+
+    return payments_mode(current_app.config)
 
 
 def _date(value: date | None) -> str:

@@ -53,4 +53,5 @@ def test_it_loads_demo_data_in_every_state_once(runner, app):
 
 def test_it_reports_health(client):
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json == {"status": "ok", "database": "ok"}
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok", "payments": "sandbox", "mail": "outbox"}

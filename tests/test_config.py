@@ -1,6 +1,7 @@
 import pytest
 
 from invoicing.config import ConfigError, load_config
+from invoicing.gateways import payments_mode
 
 KEY = "k" * 40
 
@@ -29,7 +30,7 @@ def test_it_lists_every_bad_value_at_once(tmp_path):
     message = str(info.value)
     for expected in ("SECRET_KEY must be at least 32", "MAIL_PORT='lots' is not a whole number",
                      "SCHEDULER_ENABLED='maybe' is not a boolean", "BASE_URL='billing.test'", "DATABASE_URL must be",
-                     "test-mode key", "PAYLINK_EXPIRY_DAYS=0 is out of range"):
+                     "BASE_URL must be https:// with live Stripe keys", "PAYLINK_EXPIRY_DAYS=0 is out of range"):
         assert expected in message
 
 
@@ -48,3 +49,54 @@ def test_it_requires_the_webhook_secret_with_a_stripe_key(tmp_path):
 def test_it_marks_cookies_secure_behind_https(tmp_path):
     config = load_config(str(tmp_path), {"SECRET_KEY": KEY, "BASE_URL": "https://billing.example.com/"})
     assert config["SESSION_COOKIE_SECURE"] and config["BASE_URL"] == "https://billing.example.com"
+
+
+LIVE = {"SECRET_KEY": KEY, "BASE_URL": "https://billing.example.com", "STRIPE_WEBHOOK_SECRET": "whsec_live"}
+
+
+@pytest.mark.parametrize("secret, public", [("sk_live_abc", "pk_live_abc"), ("rk_live_abc", None),
+                                            ("sk_test_abc", "pk_test_abc"), ("rk_test_abc", None)])
+def test_it_accepts_live_and_test_keys_of_one_mode(tmp_path, secret, public):
+    env = {**LIVE, "STRIPE_SECRET_KEY": secret, **({"STRIPE_PUBLISHABLE_KEY": public} if public else {})}
+    config = load_config(str(tmp_path), env)
+    assert config["STRIPE_SECRET_KEY"] == secret
+    assert payments_mode(config) == ("live" if "_live_" in secret else "test")
+
+
+@pytest.mark.parametrize("secret, public, secret_mode, public_mode", [
+    ("sk_live_abc", "pk_test_abc", "live", "test"), ("sk_test_abc", "pk_live_abc", "test", "live")])
+def test_it_refuses_a_mixed_pair_of_keys(tmp_path, secret, public, secret_mode, public_mode):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path), {**LIVE, "STRIPE_SECRET_KEY": secret, "STRIPE_PUBLISHABLE_KEY": public})
+    assert (f"STRIPE_SECRET_KEY is a {secret_mode} key but STRIPE_PUBLISHABLE_KEY is a {public_mode} key"
+            in str(info.value))
+
+
+def test_it_requires_https_and_a_webhook_secret_in_live_mode(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path), {"SECRET_KEY": KEY, "BASE_URL": "http://billing.example.com",
+                                    "STRIPE_SECRET_KEY": "sk_live_abc"})
+    message = str(info.value)
+    assert "BASE_URL must be https:// with live Stripe keys" in message
+    assert "STRIPE_WEBHOOK_SECRET is required" in message
+    # Test keys may stay on http (a laptop, the local Stripe server).
+    config = load_config(str(tmp_path), {"SECRET_KEY": KEY, "BASE_URL": "http://127.0.0.1:5000",
+                                         "STRIPE_SECRET_KEY": "sk_test_abc", "STRIPE_WEBHOOK_SECRET": "whsec_x"})
+    assert payments_mode(config) == "test"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"STRIPE_SECRET_KEY": "pk_live_abc"}, "STRIPE_SECRET_KEY must be a Stripe key (sk_test_... / sk_live_..."),
+    ({"STRIPE_SECRET_KEY": "sk_live_abc", "STRIPE_PUBLISHABLE_KEY": "sk_live_abc"},
+     "STRIPE_PUBLISHABLE_KEY must be a Stripe key (pk_test_... / pk_live_...)"),
+    ({"STRIPE_PUBLISHABLE_KEY": "pk_live_abc"}, "STRIPE_SECRET_KEY is required when another STRIPE_* key is set"),
+])
+def test_it_names_a_key_that_is_not_what_it_should_be(tmp_path, env, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path), {**LIVE, **env})
+    assert expected in str(info.value)
+    assert "abc" not in str(info.value)  # never print a whole key
+
+
+def test_it_uses_the_sandbox_without_a_stripe_key(tmp_path):
+    assert payments_mode(load_config(str(tmp_path), {"SECRET_KEY": KEY})) == "sandbox"

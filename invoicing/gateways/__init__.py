@@ -9,7 +9,18 @@ from flask import current_app
 
 from invoicing.gateways.base import Gateway, GatewayError, SignatureError
 
-__all__ = ["Gateway", "GatewayError", "SignatureError", "current_gateway", "get_gateway"]
+__all__ = ["Gateway", "GatewayError", "SignatureError", "current_gateway", "get_gateway", "payments_mode"]
+
+
+def payments_mode(config: Mapping[str, Any]) -> str:
+    """'live' (real money), 'test' (Stripe test keys) or 'sandbox' (no Stripe key: the built-in provider).
+
+    config.py has already refused keys that are not Stripe's or whose pair mixes test and live.
+    """
+    key = config.get("STRIPE_SECRET_KEY") or ""
+    if not key:
+        return "sandbox"
+    return "live" if key.startswith(("sk_live_", "rk_live_")) else "test"
 
 
 def get_gateway(config: Mapping[str, Any]) -> Gateway:
