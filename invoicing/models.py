@@ -282,6 +282,12 @@ class LineItem(Model):
 
 PAYMENT_METHODS = ("card", "sandbox", "cash", "bank_transfer", "cheque", "other")
 MANUAL_METHODS = ("cash", "bank_transfer", "cheque", "other")
+MANUAL_LABELS = {"cash": "Cash", "bank_transfer": "Bank transfer", "cheque": "Cheque", "other": "Other"}
+CARD_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover",
+               "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay", "cartes_bancaires": "Cartes Bancaires"}
+WALLETS = {"apple_pay": "Apple Pay", "google_pay": "Google Pay", "link": "Link", "samsung_pay": "Samsung Pay"}
+DEBITS = {"us_bank_account": "ACH bank debit", "sepa_debit": "SEPA Direct Debit", "bacs_debit": "Bacs Direct Debit",
+          "acss_debit": "Pre-authorized debit", "au_becs_debit": "BECS Direct Debit", "link": "Link"}
 PAYMENT_STATUSES = ("processing", "succeeded", "failed", "refunded", "partially_refunded")
 
 
@@ -306,6 +312,14 @@ class Payment(Model):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     overpayment: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How a provider payment was actually made (gateways.base.MethodDetails, filled in once it is known): the
+    # provider's method type (card, us_bank_account, sepa_debit, ...), a card's brand and wallet, last 4
+    # digits of the card or account, and a debit's bank. Never more card or account data than that.
+    method_type: Mapped[str | None] = mapped_column(String(40))
+    method_brand: Mapped[str | None] = mapped_column(String(40))
+    method_last4: Mapped[str | None] = mapped_column(String(4))
+    method_wallet: Mapped[str | None] = mapped_column(String(40))
+    method_bank: Mapped[str | None] = mapped_column(String(100))
     failure_code: Mapped[str | None] = mapped_column(String(100))
     failure_message: Mapped[str | None] = mapped_column(Text)
     # The provider's time of the observation that last moved it between processing and failed (an event's
@@ -315,6 +329,25 @@ class Payment(Model):
 
     invoice: Mapped[Invoice] = relationship(back_populates="payments")
     refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
+
+    @property
+    def method_label(self) -> str:
+        """What the client used, for receipts, pages and exports: "Visa •••• 4242", "ACH bank debit,
+        SANDBOX TEST BANK •••• 6789", "Bank transfer"; the sandbox's say that no money moved."""
+        if self.method in MANUAL_METHODS:
+            return MANUAL_LABELS[self.method]
+        label = "Card"
+        if self.method_type == "card":
+            brand = CARD_BRANDS.get(self.method_brand or "", (self.method_brand or "card").replace("_", " ").title())
+            wallet = f" ({WALLETS.get(self.method_wallet, self.method_wallet.replace('_', ' ').title())})" \
+                if self.method_wallet else ""
+            label = f"{brand} •••• {self.method_last4}{wallet}" if self.method_last4 else brand + wallet
+        elif self.method_type:
+            kind = DEBITS.get(self.method_type, self.method_type.replace("_", " ").capitalize())
+            account = " ".join(x for x in (self.method_bank, f"•••• {self.method_last4}" if self.method_last4 else "")
+                               if x)
+            label = f"{kind}, {account}" if account else kind
+        return f"{label} (sandbox, no money moved)" if self.method == "sandbox" else label
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),

@@ -46,6 +46,7 @@ CARDS = {  # card number -> (outcome, decline message); other Luhn-valid 16-digi
     '4000000000009995': ('declined', 'Your card has insufficient funds.'),
     '4000000000000077': ('later', None),  # settles later, via POST /_config/checkout/{id}/settle
 }
+BRANDS = {'4': 'visa', '5': 'mastercard', '3': 'amex', '6': 'discover'}
 DECIMALS = dict.fromkeys('bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf'.split(), 0) | \
     dict.fromkeys('bhd jod kwd omr tnd'.split(), 3)
 ACCEPTED_EXTRA = {'locale', 'submit_type', 'billing_address_collection', 'allow_promotion_codes',
@@ -181,6 +182,9 @@ class CheckoutSession(StripeObject):
         charge = Charge(amount=pi.amount, currency=pi.currency, customer=pi.customer, source=pm.id,
                         metadata=dict(pi.metadata), description=pi.description)
         charge.payment_intent, charge.receipt_email = pi.id, self._pi_data.get('receipt_email')
+        charge.payment_method_details = {'type': 'card', 'card': {  # like Stripe's: brand and last 4 only
+            'brand': BRANDS.get(card[:1], 'unknown'), 'last4': card[-4:], 'wallet': None,
+            'exp_month': 12, 'exp_year': 2034, 'funding': 'credit', 'country': 'US'}}
         pi.payment_method, pi.latest_charge = pm.id, charge
         if outcome == 'declined':
             charge._set_auth_failure()

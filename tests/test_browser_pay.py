@@ -94,7 +94,7 @@ def test_it_pays_through_the_sandbox_with_its_authentication_step(page, sandbox_
     page.get_by_text("Confirm this payment").wait_for()
     page.get_by_role("button", name="Complete authentication").click()
     page.get_by_text("Payment received, thank you").wait_for()
-    assert "Test card (sandbox" in page.content()
+    assert "Visa •••• 3155 (sandbox, no money moved)" in page.content()
     payment, = payments_of(invoice)
     assert (payment.method, payment.status, fresh(invoice).status) == ("sandbox", "succeeded", "paid")
     assert len(receipts()) == 1

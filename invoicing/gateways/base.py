@@ -86,6 +86,31 @@ class Checkout:
 
 
 @dataclass(frozen=True)
+class MethodDetails:
+    """How a payment was actually made, from the provider's `payment_method_details`: never card data beyond
+    what a receipt shows (brand, last 4 digits) and never a full account number."""
+
+    type: str  # card, us_bank_account, sepa_debit, bacs_debit, acss_debit, au_becs_debit, link, ...
+    brand: str = ""  # cards: visa, mastercard, amex, ...
+    last4: str = ""
+    wallet: str = ""  # cards paid through apple_pay, google_pay, link, ...
+    bank_name: str = ""  # debits, when the provider knows it
+
+
+def method_details_from(details: Any) -> MethodDetails | None:
+    """Stripe's `payment_method_details` ({"type": "card", "card": {...}}), or None when there are none."""
+    if not isinstance(details, Mapping) or not details.get("type"):
+        return None
+    kind = str(details["type"])
+    inner: Mapping[str, Any] = details[kind] if isinstance(details.get(kind), Mapping) else {}
+    wallet: Mapping[str, Any] = inner["wallet"] if isinstance(inner.get("wallet"), Mapping) else {}
+    return MethodDetails(
+        type=kind[:40], brand=str(inner.get("brand") or "")[:40], last4=str(inner.get("last4") or "")[-4:],
+        wallet=str(wallet.get("type") or "")[:40], bank_name=str(inner.get("bank_name") or "")[:100],
+    )
+
+
+@dataclass(frozen=True)
 class PaymentIntentInfo:
     id: str
     amount: int
@@ -95,6 +120,7 @@ class PaymentIntentInfo:
     charge_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+    method: MethodDetails | None = None  # when its latest charge came expanded
 
     @property
     def invoice_id(self) -> int | None:
@@ -259,11 +285,13 @@ def checkout_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> Checkout
 def payment_intent_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> PaymentIntentInfo:
     currency = str(obj.get("currency") or "").upper()
     error = obj.get("last_payment_error") or {}
+    charge = obj.get("latest_charge")
     return PaymentIntentInfo(
         id=str(obj["id"]), amount=to_minor(int(obj.get("amount") or 0), currency), currency=currency,
         status=str(obj.get("status") or ""), metadata=_meta(obj.get("metadata")),
         charge_id=_id(obj.get("latest_charge")),
         failure_code=error.get("decline_code") or error.get("code"), failure_message=error.get("message"),
+        method=method_details_from(charge.get("payment_method_details")) if isinstance(charge, Mapping) else None,
     )
 
 
@@ -319,7 +347,8 @@ class Gateway(ABC):
         """Expire an open session; a session that is no longer open is returned as it is (no error)."""
 
     @abstractmethod
-    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentInfo: ...
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentInfo:
+        """The intent with its latest charge expanded, so `method` says how it was paid."""
 
     @abstractmethod
     def retrieve_charge(self, charge_id: str) -> ChargeInfo:

@@ -8,7 +8,9 @@ it: as events signed with an HMAC (a key derived from SECRET_KEY, header `Sandbo
 Delivery is in-process right after the sandbox commits its own state; /webhooks/sandbox takes the same
 events over HTTP. The return page and reconciliation look sessions up here exactly as they do at Stripe.
 
-Test cards (any expiry and CVC): see CARDS.
+Test cards (any expiry and CVC): see CARDS. Test bank accounts for a US bank debit (ACH), which is accepted at
+once and settles or fails days later at a real bank (here: two minutes later, or at once from the page): see
+ACCOUNTS.
 """
 
 from __future__ import annotations
@@ -76,6 +78,35 @@ CARDS = {c.number: c for c in (
 )}
 # Saved payment methods for off-session charges.
 PAYMENT_METHODS = {"pm_sandbox_visa": "success", "pm_sandbox_decline": "decline", "pm_sandbox_auth": "authenticate"}
+
+
+@dataclass(frozen=True)
+class Account:
+    number: str
+    label: str
+    settles: str  # succeeded or failed, when the bank answers
+    code: str | None = None
+    message: str | None = None
+
+
+ACCOUNTS = {a.number: a for a in (
+    Account("000123456789", "Accepted, then settles (processing, then paid)", "succeeded"),
+    Account("000111111113", "Accepted, then fails days later (account closed)", "failed", "account_closed",
+            "The bank account is closed."),
+)}
+BANK_NAME = "SANDBOX TEST BANK"
+BRANDS = {"4": "visa", "5": "mastercard", "3": "amex", "6": "discover"}
+
+
+def card_details(number: str) -> dict[str, Any]:
+    """Stripe-shaped `payment_method_details` of a card: brand and last 4, nothing more."""
+    return {"type": "card", "card": {"brand": BRANDS.get(number[:1], "unknown"), "last4": number[-4:],
+                                     "wallet": None}}
+
+
+def debit_details(account: str) -> dict[str, Any]:
+    return {"type": "us_bank_account", "us_bank_account": {"bank_name": BANK_NAME, "last4": account[-4:],
+                                                           "account_type": "checking"}}
 
 Deliver = Callable[[bytes, str], None]
 
@@ -235,6 +266,8 @@ class SandboxGateway(Gateway):
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentInfo:
         with atomic():
             data = dict(self._load(payment_intent_id).data)
+            if data.get("latest_charge"):  # expanded, as the Stripe gateway asks for it
+                data["latest_charge"] = dict(self._load(data["latest_charge"]).data)
         return payment_intent_from(data, lambda amount, currency: amount)
 
     def retrieve_charge(self, charge_id: str) -> ChargeInfo:
@@ -311,6 +344,7 @@ class SandboxGateway(Gateway):
 
         def create() -> dict[str, Any]:
             intent = self._new_intent(amount, currency, dict(metadata), customer_id)
+            intent["_method"] = card_details("4242424242424242")
             if outcome == "success":
                 self._succeed(intent, events)
             else:
@@ -359,13 +393,17 @@ class SandboxGateway(Gateway):
                 "attempt_status": attempt["status"] if attempt else None,
                 "error": (attempt or {}).get("last_payment_error") or None}
 
-    def pay(self, session_id: str, *, card: str, email: str) -> PayOutcome:
-        """One payment attempt with a test card, as the hosted page's form submits it."""
+    def pay(self, session_id: str, *, card: str = "", email: str, account: str = "") -> PayOutcome:
+        """One payment attempt with a test card, or a bank debit from a test account, as the hosted page's
+        form submits it."""
         number = re.sub(r"[\s-]", "", card)
         known = CARDS.get(number)
-        if known is None and not (len(number) == 16 and number.isdigit() and luhn_ok(number)):
+        debit = ACCOUNTS.get(re.sub(r"[\s-]", "", account)) if account.strip() else None
+        if account.strip() and debit is None:
+            return PayOutcome("invalid", "Use one of the test bank account numbers listed below.")
+        if debit is None and known is None and not (len(number) == 16 and number.isdigit() and luhn_ok(number)):
             return PayOutcome("invalid", "Your card number is incorrect.")
-        outcome = known.outcome if known else "success"
+        outcome = "later" if debit else known.outcome if known else "success"
         events: list[tuple[str, dict[str, Any]]] = []
         with atomic():
             row = self._load(session_id, lock=True)
@@ -375,6 +413,9 @@ class SandboxGateway(Gateway):
             session["customer_details"] = {"email": email.strip() or session.get("customer_email")}
             intent_row = self._attempt(session)
             intent = dict(intent_row.data)
+            intent["_method"] = debit_details(debit.number) if debit else card_details(number)
+            intent["_settles"] = debit.settles if debit else "succeeded"
+            intent["_fails_with"] = [debit.code, debit.message] if debit and debit.code else None
             result: PayOutcome
             if outcome == "decline":
                 assert known is not None
@@ -416,8 +457,9 @@ class SandboxGateway(Gateway):
         self._emit(events)
         return result
 
-    def settle(self, session_id: str, *, succeeded: bool = True) -> Checkout:
-        """The bank's answer for a settles-later payment (staff, the CLI job, or the demo page's button)."""
+    def settle(self, session_id: str, *, succeeded: bool | None = None) -> Checkout:
+        """The bank's answer for a settles-later payment (the demo page's buttons say which; the CLI job lets
+        the test card or account decide: a failing test account fails)."""
         events: list[tuple[str, dict[str, Any]]] = []
         with atomic():
             row = self._load(session_id, lock=True)
@@ -426,13 +468,16 @@ class SandboxGateway(Gateway):
             if intent_row is None or intent_row.data["status"] != "processing":
                 raise GatewayError("This checkout has no payment waiting to settle.", code="not_processing")
             intent = dict(intent_row.data)
+            if succeeded is None:
+                succeeded = intent.get("_settles", "succeeded") == "succeeded"
             if succeeded:
                 self._succeed(intent, [])
                 session["payment_status"] = "paid"
                 events += [("payment_intent.succeeded", intent),
                            ("checkout.session.async_payment_succeeded", session)]
             else:
-                self._fail(intent, "payment_failed", "The bank refused the payment.", [])
+                code, message = intent.get("_fails_with") or ("payment_failed", "The bank refused the payment.")
+                self._fail(intent, code, message, [])
                 events += [("payment_intent.payment_failed", intent),
                            ("checkout.session.async_payment_failed", session)]
             self._save(intent_row, intent)
@@ -485,7 +530,8 @@ class SandboxGateway(Gateway):
         return self._add("charge", {
             "id": _new_id("ch"), "object": "charge", "amount": intent["amount"], "amount_refunded": 0,
             "currency": intent["currency"], "payment_intent": intent["id"], "metadata": dict(intent["metadata"]),
-            "status": status, "refunded": False, "refunds": {"object": "list", "data": []},
+            "payment_method_details": intent.get("_method"), "status": status, "refunded": False,
+            "refunds": {"object": "list", "data": []},
             "created": int(time.time())})
 
     def _succeed(self, intent: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -507,4 +553,4 @@ class SandboxGateway(Gateway):
         events.append(("payment_intent.payment_failed", intent))
 
 
-__all__ = ["CARDS", "CardDeclined", "PayOutcome", "SandboxGateway", "sign", "webhook_secret"]
+__all__ = ["ACCOUNTS", "CARDS", "CardDeclined", "PayOutcome", "SandboxGateway", "sign", "webhook_secret"]

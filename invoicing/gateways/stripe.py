@@ -179,7 +179,7 @@ class StripeGateway(Gateway):
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentInfo:
         with _errors():
-            intent = self._client.v1.payment_intents.retrieve(payment_intent_id)
+            intent = self._client.v1.payment_intents.retrieve(payment_intent_id, {"expand": ["latest_charge"]})
         return payment_intent_from(intent.to_dict(), _to_minor)
 
     def retrieve_charge(self, charge_id: str) -> ChargeInfo:

@@ -33,9 +33,10 @@ class PayForm(FlaskForm):
 
 
 class SandboxCardForm(FlaskForm):
-    """The sandbox's hosted page: a test card number and a receipt email."""
+    """The sandbox's hosted page: a test card number (or a test bank account for a debit) and a receipt email."""
 
     card = StringField("Card number", validators=[Length(max=40)])
+    account = StringField("Account number", validators=[Length(max=40)])
     email = EmailField("Email", validators=[Optional(), Length(max=254)])
 
     @property

@@ -17,7 +17,7 @@ from invoicing import pdf as pdf_module
 from invoicing.extensions import limiter
 from invoicing.gateways import current_gateway
 from invoicing.gateways.base import GatewayError
-from invoicing.gateways.sandbox import CARDS, SandboxGateway
+from invoicing.gateways.sandbox import ACCOUNTS, CARDS, SandboxGateway
 from invoicing.models import Invoice, User
 from invoicing.pay import bp
 from invoicing.pay.forms import PayForm, SandboxCardForm
@@ -146,14 +146,17 @@ def sandbox_checkout(session_id: str) -> Any:
     sandbox = _sandbox()
     page, form, status = _session_page(sandbox, session_id), SandboxCardForm(), 200
     if form.validate_on_submit():
-        outcome = sandbox.pay(session_id, card=form.number, email=form.email.data or "")
+        outcome = sandbox.pay(session_id, card=form.number, account=form.account.data or "",
+                              email=form.email.data or "")
         if outcome.redirect_url:
             return redirect(outcome.redirect_url, code=303)
         if outcome.kind == "authenticate":
             return redirect(url_for(".sandbox_authenticate", session_id=session_id), code=303)
-        form.card.errors = [outcome.message or "The payment did not go through."]
+        field = form.account if (form.account.data or "").strip() else form.card
+        field.errors = [outcome.message or "The payment did not go through."]
         page, status = _session_page(sandbox, session_id), 402
-    return render_template("pay/sandbox_checkout.html", page=page, form=form, cards=CARDS.values()), status
+    return render_template("pay/sandbox_checkout.html", page=page, form=form, cards=CARDS.values(),
+                           accounts=ACCOUNTS.values()), status
 
 
 @bp.route("/sandbox/<session_id>/authenticate", methods=["GET", "POST"])

@@ -33,7 +33,7 @@ from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.payments import apply_payment
+from invoicing.services.payments import admin_emails, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
 log = logging.getLogger(__name__)
@@ -313,13 +313,33 @@ def _pending_state(checkout: Checkout, gateway: Gateway, *, now: datetime
 
 def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetime,
                   payer_email: str | None = None) -> None:
-    """Follow-ups of a recorded payment, each idempotent: the receipt, then closing sessions it made stale."""
+    """Follow-ups of a recorded payment, each idempotent: how it was paid, the receipt, then closing sessions
+    it made stale."""
+    describe_payment(payment_id, gateway=gateway)
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return
     if payment.status in COUNTED:
         enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email)
     expire_stale_sessions(payment.invoice_id, gateway=gateway, site=site, now=now)
+
+
+def describe_payment(payment_id: int, *, gateway: Gateway) -> None:
+    """Ask the provider how a payment was made (card brand and last 4, or the bank debit) and note it once.
+    The receipt, the invoice page and exports name it; an unreachable provider only leaves it unnamed ("Card")."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.method_type or payment.method not in PROVIDER_METHODS:
+        return
+    if not payment.payment_intent_id:
+        return
+    try:
+        intent = gateway.retrieve_payment_intent(payment.payment_intent_id)
+    except GatewayError as exc:
+        log.warning("payment method of %s not retrieved: %s", payment.payment_intent_id, exc.message)
+        return
+    if intent.method is not None:
+        record_method(payment_id, intent.method)
+        db.session.refresh(payment)
 
 
 def _recipient(invoice: Invoice, fallback: str | None = None) -> str | None:
@@ -360,12 +380,20 @@ def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: 
 
 
 def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool:
-    """Tell the client that a payment which was processing did not go through (once per payment)."""
+    """A payment that was accepted as processing (a bank debit, a settles-later card) did not go through: the
+    invoice is open again, so tell the client (to pay another way) and the organization's admins (who may
+    have counted on it), once per payment and recipient. True if the client's email was queued now."""
     with atomic():
         payment = db.session.get(Payment, payment_id)
         if payment is None or payment.status != "failed":
             return False
         invoice = payment.invoice
+        subject = (f"Payment failed: {format_money(payment.amount, payment.currency)} by {payment.method_label} "
+                   f"on invoice {invoice.number}, now open again")
+        for admin in admin_emails(invoice):
+            queue_email("payment_failed_admin", "payment_failed_admin", invoice, to=admin, subject=subject,
+                        dedupe_key=f"payment_failed_admin:{payment.id}:{admin}", site=site, now=now, payment=payment,
+                        admin_url=f"{site.base_url}/admin/invoices/{invoice.id}")
         to = _recipient(invoice)
         if not to:
             return False

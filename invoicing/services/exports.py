@@ -6,15 +6,21 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
+from itertools import islice
 
-from invoicing.models import Invoice
+from sqlalchemy import select
+
+from invoicing.extensions import db
+from invoicing.models import Invoice, Payment
 from invoicing.money import format_plain
 
 COLUMNS = (
     "Number", "Status", "Badges", "Client", "Client email", "Issue date", "Due date", "Currency", "Subtotal",
     "Discount", "Tax", "Total", "Paid", "Amount due", "Sent at", "Viewed at", "Paid at", "Project", "Void reason",
-    "Invoice id",
+    "Invoice id", "Paid with",
 )
+COUNTED = ("succeeded", "partially_refunded", "refunded")
+BATCH = 500
 
 
 def _cell(value: str) -> str:
@@ -26,7 +32,20 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
-def invoice_row(invoice: Invoice, today: date) -> list[str]:
+def methods_by_invoice(invoice_ids: Iterable[int]) -> dict[int, str]:
+    """How each invoice was paid ("Visa •••• 4242; Bank transfer"), from its money received, in one query."""
+    payments = db.session.execute(
+        select(Payment).where(Payment.invoice_id.in_(list(invoice_ids)), Payment.status.in_(COUNTED))
+        .order_by(Payment.id)).scalars()
+    labels: dict[int, list[str]] = {}
+    for payment in payments:
+        seen = labels.setdefault(payment.invoice_id, [])
+        if payment.method_label not in seen:
+            seen.append(payment.method_label)
+    return {invoice_id: "; ".join(names) for invoice_id, names in labels.items()}
+
+
+def invoice_row(invoice: Invoice, today: date, paid_with: str = "") -> list[str]:
     cur = invoice.currency
     return [
         _cell(invoice.number or ""), invoice.status, " ".join(invoice.badges(today)[1:]), _cell(invoice.client.name),
@@ -35,7 +54,14 @@ def invoice_row(invoice: Invoice, today: date) -> list[str]:
         format_plain(invoice.tax_total, cur), format_plain(invoice.total, cur), format_plain(invoice.amount_paid, cur),
         format_plain(invoice.amount_due, cur), _when(invoice.sent_at), _when(invoice.viewed_at),
         _when(invoice.paid_at), _cell(invoice.project_ref), _cell(invoice.void_reason), str(invoice.id),
+        _cell(paid_with),
     ]
+
+
+def _chunks(items: Iterable[Invoice], size: int) -> Iterator[list[Invoice]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def invoices_csv(invoices: Iterable[Invoice], *, today: date) -> Iterator[str]:
@@ -43,10 +69,11 @@ def invoices_csv(invoices: Iterable[Invoice], *, today: date) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
-    for n, invoice in enumerate(invoices, 1):
-        writer.writerow(invoice_row(invoice, today))
-        if n % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+    for chunk in _chunks(invoices, BATCH):
+        paid_with = methods_by_invoice(invoice.id for invoice in chunk)
+        for invoice in chunk:
+            writer.writerow(invoice_row(invoice, today, paid_with.get(invoice.id, "")))
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
     yield buffer.getvalue()

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from invoicing.extensions import db
-from invoicing.gateways.base import REFUND_REVERSED
+from invoicing.gateways.base import REFUND_REVERSED, MethodDetails
 from invoicing.mail import enqueue, render_email, sender_for
 from invoicing.models import MANUAL_METHODS, Invoice, Payment, Refund, User
 from invoicing.money import format_money
@@ -204,6 +204,18 @@ def _details(payment: Payment) -> dict[str, object]:
         "reference": payment.reference or payment.payment_intent_id or payment.checkout_session_id or "",
         "overpayment": payment.overpayment,
     }
+
+
+def record_method(payment_id: int, method: MethodDetails) -> bool:
+    """Note how a provider payment was made (card brand and last 4, or the debit), once: the first answer
+    wins and later ones change nothing. Moves no money, so it needs no invoice lock."""
+    with atomic():
+        result = db.session.execute(
+            update(Payment).where(Payment.id == payment_id, Payment.method_type.is_(None)).values(
+                method_type=method.type, method_brand=method.brand or None, method_last4=method.last4 or None,
+                method_wallet=method.wallet or None, method_bank=method.bank_name or None)
+            .execution_options(synchronize_session=False))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def record_manual_payment(

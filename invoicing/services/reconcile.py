@@ -169,7 +169,8 @@ def reconcile_job(now: datetime, dry_run: bool) -> str:
 
 @register("sandbox-settle", every_seconds=60)
 def sandbox_settle_job(now: datetime, dry_run: bool) -> str:
-    """Sandbox only: settle "settles later" test payments that have been processing for two minutes."""
+    """Sandbox only: settle "settles later" test payments that have been processing for two minutes (a
+    failing test bank account fails, as its bank would)."""
     from invoicing.gateways.sandbox import SandboxGateway
 
     gateway = current_gateway()
@@ -181,7 +182,7 @@ def sandbox_settle_job(now: datetime, dry_run: bool) -> str:
     settled = 0
     for session_id in pending:
         try:
-            gateway.settle(session_id, succeeded=True)
+            gateway.settle(session_id)
             settled += 1
         except GatewayError as exc:
             log.warning("sandbox-settle %s: %s", session_id, exc.message)

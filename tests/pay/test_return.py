@@ -33,6 +33,9 @@ def test_it_records_a_stripe_payment_from_the_return_page_alone(client, world, s
     assert fresh(invoice).status == "paid"
     assert db.session.scalar(select(CheckoutSession.status)) == "complete"
     assert [r.dedupe_key for r in receipts()] == [f"receipt:{payment.id}"]
+    # The method actually used, as Stripe's charge tells it: on the page and the receipt.
+    assert (payment.method_type, payment.method_brand, payment.method_last4) == ("card", "visa", "4242")
+    assert "Visa •••• 4242" in page.text and "Visa •••• 4242" in receipts()[0].text_body
 
     again = client.get(success_url.removeprefix("http://billing.test"))  # reload: nothing twice
     assert again.status_code == 200 and len(payments_of(invoice)) == 1 and len(receipts()) == 1
@@ -79,6 +82,7 @@ def test_it_shows_a_settles_later_payment_as_processing(client, world, stripe_ap
     client.get(pay_path(invoice, f"/return?session_id={session_id}"))
     assert [p.status for p in payments_of(invoice)] == ["succeeded"] and fresh(invoice).status == "paid"
     assert len(receipts()) == 1
+    assert "Visa •••• 0077" in receipts()[0].text_body and "Visa •••• 0077" in page.text
 
 
 def test_it_redirects_to_the_invoice_without_a_session_id(client, world):

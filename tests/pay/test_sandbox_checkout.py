@@ -52,7 +52,8 @@ def test_it_takes_a_payment_with_the_success_card_through_the_inbox(client, worl
 
     confirmation = client.get(response.headers["Location"].removeprefix("http://billing.test"))
     assert confirmation.status_code == 200 and "Payment received, thank you" in confirmation.text
-    assert payment.receipt_number in confirmation.text and "Test card (sandbox" in confirmation.text
+    assert payment.receipt_number in confirmation.text
+    assert "Visa •••• 4242 (sandbox, no money moved)" in confirmation.text and "Visa •••• 4242" in email.text_body
     assert len(payments_of(invoice)) == 1 and len(receipts()) == 1
     assert_invariants()
 
