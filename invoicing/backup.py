@@ -50,18 +50,21 @@ def backup_name(url: URL, now: datetime) -> str:
 
 def backup_database(url: URL, directory: Path, *, now: datetime, keep: int) -> BackupResult:
     """Write a consistent copy of the database into `directory`, then keep only the newest `keep` copies."""
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / backup_name(url, now)
     partial = final.with_name(final.name + ".partial")  # never counted or restored while half written
     try:
-        if url.get_backend_name() == "sqlite":
-            _sqlite_copy(_sqlite_path(url), partial)
-        else:
-            _run("pg_dump", "--format=custom", "--file", str(partial), "--dbname", _libpq_url(url), url=url)
-            _run("pg_restore", "--list", str(partial))  # reads the whole archive back
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            if url.get_backend_name() == "sqlite":
+                _sqlite_copy(_sqlite_path(url), partial)
+            else:
+                _run("pg_dump", "--format=custom", "--file", str(partial), "--dbname", _libpq_url(url), url=url)
+                _run("pg_restore", "--list", str(partial))  # the archive opens and lists its contents
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a folder we may not write to
+        raise BackupError(f"Cannot write the backup into {directory}: {exc}") from exc
     return BackupResult(final, final.stat().st_size, tuple(prune(directory, keep=keep)))
 
 

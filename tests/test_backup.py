@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import URL, create_engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from invoicing.backup import restore_database
+from invoicing.backup import BackupError, backup_database, restore_database
 from invoicing.extensions import db
 from invoicing.jobs import run_job, start_scheduler, tick
 from invoicing.models import AuditEvent, Invoice, JobRun, Organization, Payment
@@ -211,6 +211,25 @@ def test_it_keeps_the_newest_backups_and_leaves_other_files_alone(app, world, ru
     assert result.exit_code == 0 and "deleted 1 older" in result.output
     kept = backups(backup_dir)
     assert len(kept) == 4 and kept[0] == f"invoicing-20260303T010000Z{suffix()}" and kept[-1] == "notes.txt"
+
+
+def test_it_says_why_a_backup_failed_and_records_it_on_the_job(app, world, runner, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setitem(app.config, "BACKUP_DIR", str(tmp_path / "a-file" / "backups"))  # cannot be a folder
+    result = runner.invoke(args=["backup"])
+    assert result.exit_code == 1 and "Cannot write the backup into" in result.output, result.output
+    db.session.rollback()
+    lease = db.session.get(JobRun, "backup")
+    assert lease.last_outcome == "failed" and "Cannot write the backup" in lease.last_error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_it_says_when_pg_dump_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without the PostgreSQL client
+    with pytest.raises(BackupError, match=r"pg_dump is not installed: install the PostgreSQL client"):
+        backup_database(URL.create("postgresql+psycopg", host="127.0.0.1", database="x"), tmp_path / "backups",
+                        now=NOW, keep=1)
+    assert list((tmp_path / "backups").iterdir()) == []
 
 
 def test_it_backs_up_once_a_night_and_catches_up_after_downtime(app, world, backup_dir, time_machine):
