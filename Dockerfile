@@ -1,10 +1,13 @@
-# One container: gunicorn serving the app with the scheduler on; SQLite database and secret key under /data.
+# One container: gunicorn serving the app with the scheduler on; SQLite database, secret key and nightly
+# backups (/data/backups) under /data.
 # Run:  docker run -p 8000:8000 -v invoicing-data:/data -e SECRET_KEY=... -e BASE_URL=https://billing.example.com IMAGE
 FROM python:3.11-slim-bookworm
 
-# WeasyPrint (invoice PDFs) needs Pango and a font.
+# WeasyPrint (invoice PDFs) needs Pango and a font; backups of a PostgreSQL DATABASE_URL need pg_dump and
+# pg_restore (Debian 12: PostgreSQL 15's client, for servers up to 15).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+    postgresql-client \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

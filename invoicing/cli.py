@@ -1,4 +1,4 @@
-"""Operator commands: `flask create-admin`, `flask demo`, and one group per scheduler job."""
+"""Operator commands: `flask create-admin`, `flask demo`, `flask backup`/`restore`, and one group per scheduler job."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import os
 import shutil
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask_migrate import upgrade
 from sqlalchemy import select
 
+from invoicing.backup import BackupError, restore_database
 from invoicing.extensions import db
 from invoicing.jobs import load_jobs, run_job
 from invoicing.models import Organization
@@ -25,6 +27,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(demo)
     app.cli.add_command(billing)
+    app.cli.add_command(backup)
+    app.cli.add_command(restore)
 
 
 class _JobGroup(click.Group):
@@ -93,3 +97,33 @@ def demo(serve: bool, port: int, workers: int) -> None:
         os.execv(gunicorn, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
                             "--no-control-socket", "--access-logfile", "-",
                             "--logger-class", "invoicing.logredact.RedactingGunicornLogger", "wsgi:app"])
+
+
+@click.command("backup")
+def backup() -> None:
+    """Copy the database now into BACKUP_DIR, keeping the newest BACKUP_KEEP copies (safe while serving)."""
+    try:
+        outcome = run_job("backup", now=datetime.now(UTC), force=True)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(outcome if outcome is not None else "backup: another process is running it right now")
+
+
+@click.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Confirm that the whole database is replaced by the backup.")
+def restore(file: Path, yes: bool) -> None:
+    """Replace the whole database with a backup FILE (stop the app first)."""
+    url = db.engine.url
+    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string()
+    if not yes:
+        raise click.ClickException(f"This replaces everything in {where} with {file}. Stop the app (every "
+                                   "worker and the scheduler), then run the same command with --yes.")
+    db.session.remove()
+    db.engine.dispose()  # this command's own connections must not hold locks the restore needs
+    try:
+        restored = restore_database(url, file)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Restored {file} ({restored}) into {where}. Run `flask db upgrade` (the container does it at "
+               "start), then start the app.")

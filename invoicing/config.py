@@ -82,6 +82,15 @@ def _base_url(env: _Env) -> str:
     return url
 
 
+def _backup_dir(env: _Env, instance_path: str) -> str:
+    path = Path(env.text("BACKUP_DIR") or Path(instance_path) / "backups")
+    if not path.is_absolute():
+        env.errors.append(f"BACKUP_DIR={str(path)!r} must be an absolute path, e.g. /data/backups")
+    elif path.exists() and not path.is_dir():
+        env.errors.append(f"BACKUP_DIR={str(path)!r} exists and is not a folder")
+    return str(path)
+
+
 def _secret_key(env: _Env, instance_path: str, *, debug: bool, demo: bool) -> str | None:
     key = env.secret("SECRET_KEY")
     if key:
@@ -145,6 +154,7 @@ def load_config(instance_path: str, environ: Mapping[str, str] | None = None) ->
     debug = env.flag("FLASK_DEBUG", False)
     demo = env.flag("INVOICING_DEMO", False)
     mail_server = env.text("MAIL_SERVER")
+    scheduler = env.flag("SCHEDULER_ENABLED", False)
     config: dict[str, Any] = {
         "SQLALCHEMY_DATABASE_URI": _database_url(env, instance_path),
         "SECRET_KEY": _secret_key(env, instance_path, debug=debug, demo=demo),
@@ -162,7 +172,11 @@ def load_config(instance_path: str, environ: Mapping[str, str] | None = None) ->
         "STRIPE_PUBLISHABLE_KEY": env.text("STRIPE_PUBLISHABLE_KEY"),
         "STRIPE_WEBHOOK_SECRET": env.secret("STRIPE_WEBHOOK_SECRET"),
         "STRIPE_API_BASE": env.text("STRIPE_API_BASE"),
-        "SCHEDULER_ENABLED": env.flag("SCHEDULER_ENABLED", False),
+        "SCHEDULER_ENABLED": scheduler,
+        # Nightly backups are on wherever the scheduler runs (the container), unless turned off.
+        "BACKUP_ENABLED": env.flag("BACKUP_ENABLED", scheduler),
+        "BACKUP_DIR": _backup_dir(env, instance_path),
+        "BACKUP_KEEP": env.integer("BACKUP_KEEP", 14, low=1, high=1000),
         "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_ENABLED": env.flag("RATELIMIT_ENABLED", True),
         "PAYLINK_EXPIRY_DAYS": env.integer("PAYLINK_EXPIRY_DAYS", 30, low=1, high=3650),

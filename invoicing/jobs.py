@@ -28,14 +28,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Job:
     name: str
-    every_seconds: int
+    every_seconds: int  # the slot: the job runs once per slot across every worker
     run: Callable[[datetime, bool], str]  # (now, dry_run) -> outcome summary
+    # How often the scheduler checks: shorter than a long slot (a day), so a slot missed while the app was
+    # down is caught up soon after it starts. None: once per slot.
+    tick_seconds: int | None = None
+    setting: str | None = None  # a boolean config key that must be on for the scheduler to run the job
 
 
 JOBS: dict[str, Job] = {}
 
 # Modules that register jobs with @register; imported by load_jobs() (scheduler start and the CLI).
-JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile")
+JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile", "invoicing.backup")
 
 
 def load_jobs() -> dict[str, Job]:
@@ -47,9 +51,10 @@ def load_jobs() -> dict[str, Job]:
 JobFn = Callable[[datetime, bool], str]
 
 
-def register(name: str, every_seconds: int) -> Callable[[JobFn], JobFn]:
+def register(name: str, every_seconds: int, *, tick_seconds: int | None = None,
+             setting: str | None = None) -> Callable[[JobFn], JobFn]:
     def decorator(fn: JobFn) -> JobFn:
-        JOBS[name] = Job(name, every_seconds, fn)
+        JOBS[name] = Job(name, every_seconds, fn, tick_seconds, setting)
         return fn
 
     return decorator
@@ -130,9 +135,11 @@ def start_scheduler(app: Flask) -> object:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
-    for job in load_jobs().values():
-        scheduler.add_job(tick, "interval", seconds=job.every_seconds, args=(app, job.name), id=job.name,
-                          misfire_grace_time=job.every_seconds)
+    jobs = [job for job in load_jobs().values() if job.setting is None or app.config[job.setting]]
+    for job in jobs:
+        seconds = job.tick_seconds or job.every_seconds
+        scheduler.add_job(tick, "interval", seconds=seconds, args=(app, job.name), id=job.name,
+                          misfire_grace_time=seconds)
     scheduler.start()
-    log.info("scheduler started with jobs: %s", ", ".join(JOBS) or "none")
+    log.info("scheduler started with jobs: %s", ", ".join(job.name for job in jobs) or "none")
     return scheduler

@@ -100,3 +100,24 @@ def test_it_names_a_key_that_is_not_what_it_should_be(tmp_path, env, expected):
 
 def test_it_uses_the_sandbox_without_a_stripe_key(tmp_path):
     assert payments_mode(load_config(str(tmp_path), {"SECRET_KEY": KEY})) == "sandbox"
+
+
+def test_it_turns_nightly_backups_on_where_the_scheduler_runs(tmp_path):
+    config = load_config(str(tmp_path), {"SECRET_KEY": KEY})
+    assert (config["BACKUP_ENABLED"], config["BACKUP_DIR"], config["BACKUP_KEEP"]) == (
+        False, str(tmp_path / "backups"), 14)
+    container = {"SECRET_KEY": KEY, "SCHEDULER_ENABLED": "1", "BACKUP_DIR": "/data/backups", "BACKUP_KEEP": "30"}
+    config = load_config(str(tmp_path), container)
+    assert (config["BACKUP_ENABLED"], config["BACKUP_DIR"], config["BACKUP_KEEP"]) == (True, "/data/backups", 30)
+    assert load_config(str(tmp_path), {**container, "BACKUP_ENABLED": "off"})["BACKUP_ENABLED"] is False
+
+
+def test_it_refuses_bad_backup_settings(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for env, expected in (({"BACKUP_DIR": "backups"}, "BACKUP_DIR='backups' must be an absolute path"),
+                          ({"BACKUP_DIR": str(tmp_path / "a-file")}, "exists and is not a folder"),
+                          ({"BACKUP_KEEP": "0"}, "BACKUP_KEEP=0 is out of range"),
+                          ({"BACKUP_KEEP": "all"}, "BACKUP_KEEP='all' is not a whole number"),
+                          ({"BACKUP_ENABLED": "nightly"}, "BACKUP_ENABLED='nightly' is not a boolean")):
+        with pytest.raises(ConfigError, match=expected):
+            load_config(str(tmp_path), {"SECRET_KEY": KEY, **env})
