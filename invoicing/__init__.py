@@ -93,7 +93,12 @@ def _register_errors(app: Flask) -> None:
     from flask import render_template
     from werkzeug.exceptions import HTTPException
 
+    from invoicing.pdf import PdfUnavailable
     from invoicing.services import DomainError, NotFound
+
+    @app.errorhandler(PdfUnavailable)
+    def _no_pdf(exc: PdfUnavailable) -> tuple[str, int]:
+        return render_template("errors/error.html", code=503, message=exc.message), 503
 
     @app.errorhandler(NotFound)
     def _not_found(_exc: NotFound) -> tuple[str, int]:

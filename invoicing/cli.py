@@ -13,6 +13,7 @@ from flask import Flask, current_app
 from flask_migrate import upgrade
 from sqlalchemy import select
 
+from invoicing import pdf
 from invoicing.backup import BackupError, restore_database
 from invoicing.extensions import db
 from invoicing.jobs import load_jobs, run_job
@@ -90,6 +91,9 @@ def demo(serve: bool, port: int, workers: int) -> None:
     click.echo("Demo data loaded." if org else "Demo data already present.")
     click.echo(f"\n  Log in at {current_app.config['BASE_URL']}/admin/login\n"
                f"  email:    {DEMO_EMAIL}\n  password: {DEMO_PASSWORD}\n")
+    problem = pdf.unavailable_reason()
+    if problem:  # everything else works; say so now rather than on the first PDF download
+        click.echo(f"  Note: {problem}\n", err=True)
     if serve:
         db.session.remove()
         gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"

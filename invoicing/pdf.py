@@ -32,6 +32,20 @@ from invoicing.services.paylinks import link_for
 log = logging.getLogger(__name__)
 
 TEMPLATE = "pdf/invoice.html"
+# WeasyPrint loads Pango, HarfBuzz and fontconfig from the system when it is imported; pip cannot install them.
+MISSING_LIBRARIES = (
+    "Invoice PDFs cannot be made on this server: WeasyPrint's system libraries (Pango, HarfBuzz) are missing. "
+    "Install them (Debian/Ubuntu: apt-get install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0; "
+    "macOS: brew install pango) and restart the app."
+)
+
+
+class PdfUnavailable(Exception):
+    """WeasyPrint cannot run here (its system libraries are missing); the message says what to install."""
+
+    def __init__(self, message: str = MISSING_LIBRARIES):
+        super().__init__(message)
+        self.message = message
 
 
 def filename_for(invoice: Invoice) -> str:
@@ -95,12 +109,31 @@ def render_html(invoice: Invoice, pay_url: str | None) -> str:
                            logo_uri=logo_data_uri(org.logo, org.logo_mime))
 
 
-def html_to_pdf(html: str) -> bytes:
-    """WeasyPrint, imported here (0.7 s) and allowed to read data: URIs only: no file or network access."""
-    from weasyprint import HTML
-    from weasyprint.urls import URLFetcher
+def _weasyprint() -> Any:
+    """The weasyprint module, imported on first use (0.7 s); PdfUnavailable when its libraries are missing."""
+    try:
+        import weasyprint
+        import weasyprint.urls
+    except (OSError, ImportError) as exc:  # OSError: "cannot load library 'libgobject-2.0-0'" and the like
+        log.error("WeasyPrint cannot load its libraries: %s", exc)
+        raise PdfUnavailable() from exc
+    return weasyprint
 
-    return bytes(HTML(string=html, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf())
+
+def unavailable_reason() -> str | None:
+    """Why PDFs cannot be made here, or None when WeasyPrint loads (for start-up messages)."""
+    try:
+        _weasyprint()
+    except PdfUnavailable as exc:
+        return exc.message
+    return None
+
+
+def html_to_pdf(html: str) -> bytes:
+    """WeasyPrint, allowed to read data: URIs only: no file or network access."""
+    weasyprint = _weasyprint()
+    fetcher = weasyprint.urls.URLFetcher(allowed_protocols={"data"})
+    return bytes(weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf())
 
 
 def invoice_pdf(invoice: Invoice, *, pay_url: str | None = None, now: datetime | None = None) -> bytes:

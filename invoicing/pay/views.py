@@ -52,6 +52,14 @@ def _pay_form(invoice: Invoice) -> PayForm:
     return PayForm(currency=invoice.currency, amount_due=invoice.amount_due)
 
 
+@bp.errorhandler(pdf_module.PdfUnavailable)
+def _no_pdf(_exc: pdf_module.PdfUnavailable) -> tuple[str, int]:
+    # The operator's fix (which libraries to install) is for staff pages and the log, not for clients.
+    return render_template("errors/error.html", code=503,
+                           message="The PDF of this invoice cannot be made right now. Everything it says is on the "
+                                   "invoice page; please try the download again later."), 503
+
+
 @bp.errorhandler(LinkNotFound)
 def _link_not_found(_exc: LinkNotFound) -> tuple[str, int]:
     return render_template("pay/link_error.html", code=404, invoice=None), 404
