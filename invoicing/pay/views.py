@@ -68,7 +68,9 @@ def invoice(token: str) -> tuple[str, int]:
     invoice = _invoice(token)
     invoice_id = invoice.id
     page = _render_invoice(token, invoice, _pay_form(invoice))
-    if not _is_staff():  # after rendering: the page does not show views, and the commit would expire what it reads
+    # After rendering: the page does not show views, and the commit would expire what it reads. Staff opening
+    # the link and HEAD requests (mail scanners checking links) are not the client looking at it.
+    if not _is_staff() and request.method == "GET":
         checkout.record_view(invoice_id, now=_now())
     return page
 
