@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, request
 
 from invoicing.config import load_config
 from invoicing.extensions import configure_sqlite, csrf, db, htmx, limiter, login_manager, migrate
@@ -54,10 +54,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(webhooks.bp)  # authenticated by the provider's signature instead
     cli.init_app(app)
     _register_errors(app)
+    app.before_request(_refuse_nul)
     app.after_request(_headers)
     app.add_url_rule("/healthz", "healthz", _healthz)
     app.add_url_rule("/", "index", lambda: app.redirect("/admin/"))
     return app
+
+
+def _refuse_nul() -> None:
+    """No field takes a NUL character, and PostgreSQL can neither store nor compare one (a 500 deep in some
+    query): refuse it here, once, in the path, every query argument and every form field."""
+    fields = (*request.args.items(multi=True), *request.form.items(multi=True))
+    if "\x00" in request.path or any("\x00" in name or "\x00" in value for name, value in fields):
+        abort(400, description="The request contains a NUL character (\\0), which no field accepts. "
+                               "Remove it and try again.")
 
 
 def _headers(response: Response) -> Response:
