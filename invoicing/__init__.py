@@ -113,15 +113,14 @@ def _favicon() -> ResponseReturnValue:
 
 
 def _error_page(code: int, message: str) -> str:
-    """The error page; staff on an admin page keep the admin layout and its navigation (not on a 500: the
-    layout reads the database, which may be what failed)."""
-    from flask import render_template
-
+    """The error page (its content only, for an htmx swap); staff on an admin page keep the admin layout and its
+    navigation (not on a 500: the layout reads the database, which may be what failed)."""
     from invoicing.auth import is_staff
+    from invoicing.rendering import render
 
     staff = code < 500 and request.path.startswith("/admin") and is_staff()
-    return render_template("errors/error.html", code=code, message=message, staff=staff,
-                           layout="admin/base.html" if staff else "base.html")
+    return render("errors/error.html", "content", code=code, message=message, staff=staff,
+                  layout="admin/base.html" if staff else "base.html")
 
 
 def _register_errors(app: Flask) -> None:

@@ -103,6 +103,8 @@ def test_it_shows_staff_a_404_inside_the_admin_layout_with_its_navigation(client
         assert "<h1>Page not found</h1>" in page and message in page, url
         assert 'class="topbar"' in page and 'href="/admin/invoices">Invoices</a>' in page and "Log out" in page
         assert "belong to another organization" in page and "requested URL was not found" not in page
+    swapped = client.get("/admin/invoices/999999", headers={"HX-Request": "true"})  # htmx: the content, no layout
+    assert swapped.status_code == 404 and "Invoice not found." in swapped.text and "topbar" not in swapped.text
 
 
 def test_it_shows_the_public_a_helpful_404_without_staff_navigation(client, world):
