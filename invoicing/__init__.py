@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, current_app, redirect, request, url_for
+from flask.typing import ResponseReturnValue
 
 from invoicing.config import load_config
 from invoicing.extensions import configure_sqlite, csrf, db, htmx, limiter, login_manager, migrate
@@ -15,6 +16,14 @@ from invoicing.extensions import mail as mail_extension  # bare `mail` is reboun
 from invoicing.logredact import RedactingFilter
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No inline script anywhere (static/js instead). Inline styles stay allowed: the pay pages carry the
+# organization's brand colour in a <style>, templates use style attributes and htmx adds its indicator style;
+# a style cannot run code. No form-action: "Pay now" posts here and is redirected to the provider's checkout,
+# which form-action would block. The outbox preview sets a stricter policy of its own.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -54,10 +63,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(webhooks.bp)  # authenticated by the provider's signature instead
     cli.init_app(app)
     _register_errors(app)
+    app.before_request(_refuse_nul)
     app.after_request(_headers)
     app.add_url_rule("/healthz", "healthz", _healthz)
+    app.add_url_rule("/favicon.ico", "favicon", _favicon)
     app.add_url_rule("/", "index", lambda: app.redirect("/admin/"))
     return app
+
+
+def _refuse_nul() -> None:
+    """No field takes a NUL character, and PostgreSQL can neither store nor compare one (a 500 deep in some
+    query): refuse it here, once, in the path, every query argument and every form field."""
+    fields = (*request.args.items(multi=True), *request.form.items(multi=True))
+    if "\x00" in request.path or any("\x00" in name or "\x00" in value for name, value in fields):
+        abort(400, description="The request contains a NUL character (\\0), which no field accepts. "
+                               "Remove it and try again.")
 
 
 def _headers(response: Response) -> Response:
@@ -65,6 +85,11 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+    if current_app.config["BASE_URL"].startswith("https://"):  # plain http (a trial on a laptop) must stay usable
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if request.path.startswith(("/admin", "/portal", "/pay")):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
@@ -89,9 +114,25 @@ def _healthz() -> tuple[dict[str, str], int]:
     return {"status": "ok", "database": "ok", **details}, 200
 
 
+def _favicon() -> ResponseReturnValue:
+    """Browsers and tools that ask for /favicon.ico without reading the page's icon link."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
+def _error_page(code: int, message: str) -> str:
+    """The error page (its content only, for an htmx swap); staff on an admin page keep the admin layout and its
+    navigation (not on a 500: the layout reads the database, which may be what failed)."""
+    from invoicing.auth import is_staff
+    from invoicing.rendering import render
+
+    staff = code < 500 and request.path.startswith("/admin") and is_staff()
+    return render("errors/error.html", "content", code=code, message=message, staff=staff,
+                  layout="admin/base.html" if staff else "base.html")
+
+
 def _register_errors(app: Flask) -> None:
-    from flask import render_template
     from werkzeug.exceptions import HTTPException
+    from werkzeug.exceptions import NotFound as NoSuchPage
 
     from invoicing.pdf import PdfUnavailable
     from invoicing.services import DomainError, NotFound
@@ -101,24 +142,26 @@ def _register_errors(app: Flask) -> None:
         return render_template("errors/error.html", code=503, message=exc.message), 503
 
     @app.errorhandler(NotFound)
-    def _not_found(_exc: NotFound) -> tuple[str, int]:
-        return render_template("errors/error.html", code=404, message="Not found."), 404
+    def _not_found(exc: NotFound) -> tuple[str, int]:
+        return _error_page(404, str(exc) or "Not found."), 404
 
     @app.errorhandler(DomainError)
     def _domain(exc: DomainError) -> tuple[str, int]:
         db.session.rollback()
-        return render_template("errors/error.html", code=422, message=str(exc)), 422
+        return _error_page(422, str(exc)), 422
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         if exc.code is None or exc.code < 400:
             return exc
         response = exc.get_response()
-        response.data = render_template("errors/error.html", code=exc.code, message=exc.description)
+        generic = isinstance(exc, NoSuchPage) and exc.description == NoSuchPage.description  # werkzeug's wording
+        response.data = _error_page(exc.code, "We could not find anything at this address." if generic
+                                    else exc.description or "")
         response.content_type = "text/html; charset=utf-8"
         return response
 
     @app.errorhandler(500)
     def _server_error(_exc: Exception) -> tuple[str, int]:
         db.session.rollback()
-        return render_template("errors/error.html", code=500, message="Something went wrong on our side."), 500
+        return _error_page(500, "Something went wrong on our side."), 500

@@ -32,12 +32,17 @@ def load_user(user_id: str) -> User | None:
     return None
 
 
+def is_staff() -> bool:
+    """A staff user is signed in (not a portal contact, not anonymous)."""
+    return bool(current_user.is_authenticated) and isinstance(current_user._get_current_object(), User)
+
+
 def staff_required(view: F) -> F:
     """Logged-in staff only; anyone else is sent to the admin login."""
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if not current_user.is_authenticated or not isinstance(current_user._get_current_object(), User):
+        if not is_staff():
             return login_manager.unauthorized()
         return view(*args, **kwargs)
 

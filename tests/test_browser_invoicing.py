@@ -2,7 +2,10 @@
 invoice with three lines and a discount while the totals update live (no page reload), send it, find the
 email with its pay link in the outbox, and record the payment."""
 
+import csv
+import io
 import re
+from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import select
@@ -10,7 +13,7 @@ from sqlalchemy import select
 from invoicing.extensions import db
 from invoicing.models import Client, Invoice, OutboxEmail
 from invoicing.services.paylinks import resolve
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, make_invoice
 
 
 def test_it_creates_a_client_and_an_invoice_with_live_totals_and_sends_it(live_server_factory, page, world):
@@ -72,3 +75,25 @@ def test_it_creates_a_client_and_an_invoice_with_live_totals_and_sends_it(live_s
     assert pay_link == f"{server.url}/pay/{token}"  # the invoice page shows the link that was emailed
     assert resolve(token, secret_key=current_app.config["SECRET_KEY"], today=invoice.issue_date).id == invoice.id
     assert [(p.amount, p.method) for p in invoice.payments] == [(257206, "bank_transfer")]
+
+
+def test_it_exports_the_ticked_rows_as_csv_from_the_list(live_server_factory, page, world):
+    """Under gunicorn the request's session closes before the CSV is streamed: the rows must be loaded first."""
+    first, second = make_invoice(world.client_a, status="open"), make_invoice(world.client_a, project_ref="Roof")
+    make_invoice(world.client_a, status="open")  # not ticked: not exported
+    server = live_server_factory()
+    page.goto(f"{server.url}/admin/login")
+    page.get_by_label("Email").fill(world.alice.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/admin/")
+    page.goto(f"{server.url}/admin/invoices")
+    page.get_by_label(f"Select {first.number}").check()
+    page.get_by_label(f"Select Draft #{second.id}").check()
+    page.get_by_label("Bulk action").select_option("export")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Apply to selected").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [(r["Number"], r["Project"], r["Total"]) for r in rows] == [("", "Roof", "270.00"),
+                                                                      (first.number, "", "270.00")]
+    assert download.value.suggested_filename.startswith("invoices-")

@@ -12,8 +12,6 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, flash, redirect, request, stream_with_context, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
 
 from invoicing.admin import bp
@@ -29,7 +27,6 @@ from invoicing.admin.forms import (
     parse_invoice_filters,
 )
 from invoicing.auth import staff_required
-from invoicing.extensions import db
 from invoicing.gateways import current_gateway
 from invoicing.models import Client, Invoice, Organization
 from invoicing.money import format_money, format_plain
@@ -159,9 +156,7 @@ def bulk_invoices() -> ResponseReturnValue:
     if queries.visible_invoice_ids(current_user, form.ids) != form.ids:
         abort(404)  # any invoice of another organization in the selection: nothing is done
     if form.action == "export":
-        rows = db.session.execute(select(Invoice).where(Invoice.id.in_(form.ids)).options(
-            joinedload(Invoice.client)).order_by(Invoice.issue_date.desc(), Invoice.id.desc())).scalars()
-        return _csv_response(rows, _today(now))
+        return _csv_response(queries.selected_invoices(current_user, form.ids), _today(now))
     try:
         result = _run_bulk(form, now)
     except DomainError as exc:

@@ -8,6 +8,7 @@ JSON for both, normalized here into `Event` with typed views of its object.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ class CardDeclined(GatewayError):
 
 class SignatureError(Exception):
     """A webhook whose signature is missing, wrong, or older than the tolerance."""
+
+
+class NotAnEvent(ValueError):
+    """A webhook body that cannot be an event (not JSON, not an object, no id, type or data.object); nothing
+    of it is stored, since there is no event id to store it under and nothing a retry could change."""
 
 
 def check_chargeable(amount: int, currency: str) -> None:
@@ -232,8 +238,19 @@ class Event:
         )
 
 
+def event_from_body(provider: str, raw: bytes, to_minor: AmountConverter | None = None) -> Event:
+    """The event in a webhook body whose signature was checked; NotAnEvent when the JSON is not one."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise NotAnEvent("the body is not JSON") from None
+    return event_from_payload(provider, payload, to_minor)
+
+
 def event_from_payload(provider: str, payload: Mapping[str, Any], to_minor: AmountConverter | None = None) -> Event:
-    """Normalize a Stripe-shaped event dict; raises ValueError when it is not one."""
+    """Normalize a Stripe-shaped event dict; raises NotAnEvent (a ValueError) when it is not one."""
+    if not isinstance(payload, Mapping):  # valid JSON may still be a list, a string or null
+        raise NotAnEvent("the body is JSON but not an object")
     try:
         obj = payload["data"]["object"]
         if not isinstance(obj, Mapping):
@@ -243,8 +260,10 @@ def event_from_payload(provider: str, payload: Mapping[str, Any], to_minor: Amou
             created=datetime.fromtimestamp(int(payload.get("created") or 0), UTC), object=obj,
             **({"to_minor": to_minor} if to_minor else {}),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a provider event: {exc}") from None
+    except KeyError as exc:
+        raise NotAnEvent(f"no {exc} in the event") from None
+    except (TypeError, ValueError) as exc:
+        raise NotAnEvent(str(exc)) from None
 
 
 def _int(value: Any) -> int | None:

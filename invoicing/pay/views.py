@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from invoicing import pdf as pdf_module
+from invoicing.auth import is_staff
 from invoicing.extensions import limiter
 from invoicing.gateways import current_gateway
 from invoicing.gateways.base import GatewayError
 from invoicing.gateways.sandbox import ACCOUNTS, CARDS, SandboxGateway
-from invoicing.models import Invoice, User
+from invoicing.models import Invoice
 from invoicing.pay import bp
 from invoicing.pay.forms import PayForm, SandboxCardForm
 from invoicing.services import DomainError, NotFound, checkout
@@ -37,10 +37,6 @@ def _site() -> checkout.Site:
 
 def _invoice(token: str) -> Invoice:
     return resolve(token, secret_key=current_app.config["SECRET_KEY"], today=_now().date())
-
-
-def _is_staff() -> bool:
-    return bool(current_user.is_authenticated) and isinstance(current_user._get_current_object(), User)
 
 
 def _render_invoice(token: str, invoice: Invoice, form: PayForm, status: int = 200) -> tuple[str, int]:
@@ -76,7 +72,9 @@ def invoice(token: str) -> tuple[str, int]:
     invoice = _invoice(token)
     invoice_id = invoice.id
     page = _render_invoice(token, invoice, _pay_form(invoice))
-    if not _is_staff():  # after rendering: the page does not show views, and the commit would expire what it reads
+    # After rendering: the page does not show views, and the commit would expire what it reads. Staff opening
+    # the link and HEAD requests (mail scanners checking links) are not the client looking at it.
+    if not is_staff() and request.method == "GET":
         checkout.record_view(invoice_id, now=_now())
     return page
 

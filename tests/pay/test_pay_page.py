@@ -37,6 +37,18 @@ def test_it_marks_the_invoice_viewed_on_the_first_open_and_counts_the_others(cli
     assert [(v.object_id, v.actor_type) for v in views] == [(invoice.id, "anonymous")]
 
 
+def test_it_does_not_mark_viewed_on_a_head_request(client, world):
+    """Mail scanners check links with HEAD; only a GET (a person opening the page) is a view."""
+    invoice = make_invoice(world.client_a, status="open")
+    response = client.head(pay_path(invoice))
+    assert (response.status_code, response.data) == (200, b"")
+    assert (fresh(invoice).viewed_at, fresh(invoice).view_count) == (None, 0)
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)
+                             .where(AuditEvent.action == "invoice.viewed")) == 0
+    client.get(pay_path(invoice))
+    assert fresh(invoice).view_count == 1
+
+
 def test_it_does_not_mark_viewed_when_staff_open_the_link(client, world):
     invoice = make_invoice(world.client_a, status="open")
     login(client, world.alice)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from invoicing.extensions import db
+from invoicing.gateways.sandbox import sign, webhook_secret
 from invoicing.models import AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
 from invoicing.services.checkout import start_checkout
 from invoicing.services.refunds import refund_payment
@@ -80,6 +81,27 @@ def test_it_refuses_a_forged_stale_or_unsigned_event_and_writes_nothing(client, 
     assert payments_of(invoice) == [] and fresh(invoice).status == "open"
     fresh_enough = deliver(client, "checkout.session.completed", session, timestamp=int(time.time()) - 290)
     assert fresh_enough.status_code == 200
+
+
+NOT_EVENTS = {b"[1,2,3]": "the body is JSON but not an object", b"null": "the body is JSON but not an object",
+              b'"x"': "the body is JSON but not an object", b"{}": "no 'data' in the event",
+              b"not json": "the body is not JSON"}
+
+
+def test_it_answers_400_to_a_genuinely_signed_body_that_is_not_an_event_and_stores_nothing(client, stripe_app):
+    for raw, reason in NOT_EVENTS.items():
+        response = deliver(client, "", {}, raw=raw)
+        assert (response.status_code, response.json) == (400, {"error": f"not an event: {reason}"}), raw
+    assert events() == []
+
+
+def test_it_answers_400_to_a_signed_sandbox_body_that_is_not_an_event_and_stores_nothing(app, client):
+    secret = webhook_secret(app.config["SECRET_KEY"])
+    for raw, reason in NOT_EVENTS.items():
+        response = client.post("/webhooks/sandbox", data=raw, headers={"Sandbox-Signature": sign(raw, secret),
+                                                                         "Content-Type": "application/json"})
+        assert (response.status_code, response.json) == (400, {"error": f"not an event: {reason}"}), raw
+    assert events() == []
 
 
 def test_it_stores_types_it_does_not_act_on_and_answers_200(client, world, stripe_app):
