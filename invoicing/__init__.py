@@ -139,7 +139,7 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(PdfUnavailable)
     def _no_pdf(exc: PdfUnavailable) -> tuple[str, int]:
-        return render_template("errors/error.html", code=503, message=exc.message), 503
+        return _error_page(503, exc.message), 503
 
     @app.errorhandler(NotFound)
     def _not_found(exc: NotFound) -> tuple[str, int]:
