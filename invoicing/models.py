@@ -233,6 +233,12 @@ class Invoice(Model):
         return max(self.total - self.amount_paid, 0) if self.status in ("open", "processing") else 0
 
     @property
+    def amount_overpaid(self) -> int:
+        """Money received beyond what the invoice asks (all of it once void): staff refund it."""
+        asked = self.total if self.status in ("open", "processing", "paid") else 0
+        return max(self.amount_paid - asked, 0)
+
+    @property
     def is_editable(self) -> bool:
         return self.status == "draft"
 

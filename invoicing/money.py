@@ -23,6 +23,11 @@ DEFAULT_LOCALE = "en_US"
 # Currencies offered in pickers; any ISO code Babel knows is accepted by the services.
 COMMON_CURRENCIES = ("USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY", "SEK", "NOK", "DKK", "NZD", "KWD")
 
+# The largest amount the app takes, in minor units, whatever the currency ($9,999,999,999,999.99, ¥999,999,999,999,999):
+# unit prices, line amounts, invoice totals, payments and refunds. Sums of such amounts stay far below what the
+# 64-bit columns hold (about 9.2e18). The rules that apply it are in services/totals.py.
+MAX_AMOUNT = 10**15 - 1
+
 
 class MoneyError(ValueError):
     """An amount or currency a user typed cannot be used; the message is safe to show."""
@@ -79,8 +84,8 @@ def parse_amount(text: str, currency: str, *, locale: str = DEFAULT_LOCALE, allo
     if value < 0 and not allow_negative:
         raise MoneyError("The amount cannot be negative.")
     minor = to_minor(value, currency)
-    if abs(minor) >= 10**15:
-        raise MoneyError("The amount is too large.")
+    if abs(minor) > MAX_AMOUNT:
+        raise MoneyError(f"The amount is too large: at most {format_money(MAX_AMOUNT, currency)}.")
     return minor
 
 

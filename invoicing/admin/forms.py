@@ -24,12 +24,36 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from invoicing.models import MANUAL_METHODS, MILLI, Client, Invoice, Organization
-from invoicing.money import COMMON_CURRENCIES, MoneyError, check_currency, format_plain, parse_amount
+from invoicing.money import (
+    COMMON_CURRENCIES,
+    MAX_AMOUNT,
+    MoneyError,
+    check_currency,
+    format_money,
+    format_plain,
+    parse_amount,
+)
 from invoicing.services import DomainError
+from invoicing.services.bulk import MAX_ROWS as MAX_BULK_ROWS
 from invoicing.services.clients import ClientData, ContactData
-from invoicing.services.invoices import MAX_LINES, DraftData, LineData
+from invoicing.services.invoices import (
+    MAX_DESCRIPTION,
+    MAX_LINES,
+    MAX_NOTES,
+    MAX_PROJECT_REF,
+    DraftData,
+    LineData,
+)
 from invoicing.services.queries import DEFAULT_SORT, SORT_CHOICES, STATUS_FILTERS, InvoiceFilters
-from invoicing.services.totals import AMOUNT, PERCENT, LineInput, Totals, compute_totals
+from invoicing.services.totals import (
+    AMOUNT,
+    MAX_QUANTITY,
+    PERCENT,
+    LineInput,
+    Totals,
+    compute_totals,
+    limit_error,
+)
 from invoicing.services.users import normalize_email
 
 METHOD_LABELS = {"cash": "Cash", "bank_transfer": "Bank transfer", "cheque": "Cheque", "other": "Other"}
@@ -158,14 +182,19 @@ class BulkRequest:
 
 
 def parse_bulk(form: MultiDict[str, str]) -> BulkRequest:
-    ids = [int(v) for v in form.getlist("ids") if v.isdigit()][:500]
+    ids = [int(v) for v in form.getlist("ids") if v.isdigit() and len(v) <= 18]
     bulk = BulkRequest(action=form.get("bulk_action", ""), ids=ids, method=form.get("method", ""),
-                       reason=form.get("reason", "").strip()[:500], reference=form.get("reference", "").strip()[:200],
+                       reason=form.get("reason", "").strip(), reference=form.get("reference", "").strip(),
                        batch_key=form.get("batch_key", "")[:100], paid_on=_date_arg(form.get("paid_on")))
     if bulk.action not in BULK_ACTIONS:
         bulk.errors.append("Choose an action.")
     if not ids:
         bulk.errors.append("Select at least one invoice.")
+    if len(ids) > MAX_BULK_ROWS:
+        bulk.errors.append(f"Select at most {MAX_BULK_ROWS} invoices at a time.")
+    for label, text, limit in (("The reason", bulk.reason, 500), ("The reference", bulk.reference, 200)):
+        if len(text) > limit:
+            bulk.errors.append(f"{label} can have at most {limit} characters.")
     if bulk.action == "void" and not bulk.reason:
         bulk.errors.append("Give a reason for voiding.")
     if bulk.action == "mark_paid" and bulk.method not in MANUAL_METHODS:
@@ -234,13 +263,22 @@ class LineRow:
         return not self.description.strip() and not self.unit_price.strip()
 
 
+def too_long(text: str, limit: int) -> str | None:
+    """The message for text over its limit (it is refused, never cut), or None."""
+    length = len(text.strip())
+    return f"At most {limit:,} characters; this has {length:,}." if length > limit else None
+
+
 @dataclass
 class InvoiceEditor:
     """The create/edit form for a draft: raw text as typed, parsed into DraftData only on save.
 
     Operations ("add a line", "move line 2 up", "client changed") re-render the form server-side, with or
     without JavaScript; nothing is stored until "Save draft" parses cleanly and the service accepts it.
+    Text is kept as posted: what is over a limit is refused with a message, never cut.
     """
+
+    limits = {"lines": MAX_LINES, "description": MAX_DESCRIPTION, "notes": MAX_NOTES, "project_ref": MAX_PROJECT_REF}
 
     client_id: str = ""
     contact_id: str = ""
@@ -291,21 +329,26 @@ class InvoiceEditor:
         for key in form:
             match = _LINE_KEY.match(key)
             if match:
-                rows.setdefault(int(match.group(1)), {})[match.group(2)] = form.get(key, "")[:2000]
+                rows.setdefault(int(match.group(1)), {})[match.group(2)] = form.get(key, "")
         lines = [
             LineRow(description=rows[i].get("description", ""), quantity=rows[i].get("quantity", "1"),
                     unit_price=rows[i].get("unit_price", ""), tax_rate=rows[i].get("tax_rate", "0"))
             for i in sorted(rows)
-        ][:MAX_LINES]
+        ]
 
-        def text(name: str, limit: int = 200) -> str:
-            return (form.get(name) or "")[:limit]
+        def text(name: str) -> str:
+            return form.get(name) or ""
+
+        def ident(name: str) -> str:  # a row id, or "" (nothing chosen) for anything else
+            value = text(name)
+            return value if value.isdigit() and len(value) <= 18 else ""
 
         return cls(
-            client_id=text("client_id", 20), contact_id=text("contact_id", 20), currency=text("currency", 3).upper(),
-            issue_date=text("issue_date", 10), due_date=text("due_date", 10),
-            discount_kind=text("discount_kind", 10), discount_value=text("discount_value", 30),
-            notes=text("notes", 5000), project_ref=text("project_ref", 120), client_search=text("client_search", 100),
+            client_id=ident("client_id"), contact_id=ident("contact_id"), currency=text("currency").upper(),
+            issue_date=text("issue_date"), due_date=text("due_date"),
+            discount_kind=text("discount_kind"), discount_value=text("discount_value"),
+            notes=text("notes"), project_ref=text("project_ref"),
+            client_search=text("client_search")[:100],  # a search, not data: only what the picker uses
             lines=lines,
         )
 
@@ -315,7 +358,9 @@ class InvoiceEditor:
         """Change the form as asked; return which part of the page to re-render ("editor", "due", "totals")."""
         kind, _, arg = op.partition("-")
         index = int(arg) if arg.isdigit() else -1
-        if kind == "add_line" and len(self.lines) < MAX_LINES:
+        if kind == "add_line" and len(self.lines) >= MAX_LINES:
+            self.form_error = f"An invoice can have at most {MAX_LINES} lines."
+        elif kind == "add_line":
             self.lines.append(LineRow(tax_rate=self.lines[-1].tax_rate if self.lines else "0"))
         elif kind == "remove" and 0 <= index < len(self.lines):
             del self.lines[index]
@@ -352,12 +397,14 @@ class InvoiceEditor:
         errors: dict[str, str] = {}
         if not row.description.strip():
             errors["description"] = "Enter a description."
+        elif message := too_long(row.description, MAX_DESCRIPTION):
+            errors["description"] = message
         try:
             quantity = _decimal(row.quantity or "1")
-            if quantity <= 0 or quantity * MILLI != int(quantity * MILLI):
+            if not 0 < quantity <= MAX_QUANTITY or quantity * MILLI != int(quantity * MILLI):
                 raise InvalidOperation
         except InvalidOperation:
-            errors["quantity"] = "A positive number, at most 3 decimals."
+            errors["quantity"] = f"A positive number up to {MAX_QUANTITY:,}, at most 3 decimals."
             quantity = Decimal(0)
         try:
             unit_price = parse_amount(row.unit_price, currency)
@@ -405,6 +452,9 @@ class InvoiceEditor:
             self.errors["due_date"] = "Enter the due date."
         elif issued is not None and due < issued:
             self.errors["due_date"] = "The due date cannot be before the issue date."
+        for name, limit in (("notes", MAX_NOTES), ("project_ref", MAX_PROJECT_REF)):
+            if message := too_long(getattr(self, name), limit):
+                self.errors[name] = message
         rows = [row for row in self.lines if not row.blank]
         lines = []
         for row in self.lines:
@@ -413,15 +463,20 @@ class InvoiceEditor:
                 lines.append(line)
         if not rows:
             self.form_error = "Add at least one line."
+        elif len(rows) > MAX_LINES:
+            self.form_error = (f"An invoice can have at most {MAX_LINES} lines; this one has {len(rows)}. "
+                               "Remove some, or split the work over two invoices.")
         try:
             kind, value = self._discount(currency)
         except MoneyError as exc:
             self.errors["discount_value"] = str(exc)
             kind, value = None, 0
-        if kind == AMOUNT and not self.errors.get("discount_value") and all(lines):
-            subtotal = compute_totals([LineInput(li.quantity, li.unit_price) for li in lines if li]).subtotal
-            if value > subtotal:
+        if all(lines) and not self.errors.get("discount_value"):
+            totals = compute_totals([LineInput(li.quantity, li.unit_price, li.tax_rate) for li in lines if li],
+                                    kind, value)
+            if kind == AMOUNT and value > totals.subtotal:
                 self.errors["discount_value"] = "The discount cannot be larger than the subtotal."
+            self._check_amounts(totals, rows, currency)
         contact_id = int(self.contact_id) if self.contact_id.isdigit() else None
         if self.errors or self.form_error or not all(lines) or client is None or issued is None or due is None:
             return None
@@ -430,6 +485,17 @@ class InvoiceEditor:
             lines=tuple(li for li in lines if li), discount_kind=kind, discount_value=value,
             notes=self.notes, project_ref=self.project_ref,
         )
+
+    def _check_amounts(self, totals: Totals, rows: list[LineRow], currency: str) -> None:
+        """Amounts above money.MAX_AMOUNT (services/totals.py rule 6): beside the line, and why at the top."""
+        message = limit_error(totals, currency)
+        if message is None:
+            return
+        self.form_error = self.form_error or message
+        most = format_money(MAX_AMOUNT, currency)
+        for row, line in zip(rows, totals.lines, strict=True):
+            if line.amount > MAX_AMOUNT:
+                row.errors["unit_price"] = f"Quantity × unit price is over {most}."
 
     def preview(self, *, client: Client | None, fallback_currency: str) -> tuple[Totals, str]:
         """Live totals from what is typed so far (lines that do not parse yet count as zero), computed by

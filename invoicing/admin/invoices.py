@@ -284,9 +284,10 @@ def _detail_page(invoice: Invoice, *, status: int = 200, error: str = "", **form
         currency=invoice.currency, formdata=None, prefix="payment", method="bank_transfer", paid_on=today,
         amount=format_plain(max(invoice.total - invoice.amount_paid, 0), invoice.currency),
         idempotency_key=uuid.uuid4().hex)
+    timeline = _timeline(invoice)
     response = current_app.make_response((render(
-        TEMPLATE_DETAIL, None, invoice=invoice, today=today, timeline=_timeline(invoice), pay_link=pay_link,
-        error=error, payment_form=payment_form,
+        TEMPLATE_DETAIL, None, invoice=invoice, today=today, timeline=timeline, pay_link=pay_link,
+        overpaid_by=_overpaid_by(timeline), error=error, payment_form=payment_form,
         void_form=forms.get("void_form") or VoidForm(formdata=None, prefix="void"),
         send_form=forms.get("send_form") or SendForm(formdata=None, prefix="send", key=uuid.uuid4().hex),
         methods=METHOD_LABELS,
@@ -305,6 +306,12 @@ def _timeline(invoice: Invoice) -> list[tuple[datetime, str, Any]]:
     waiting = [m for m in queries.invoice_emails(invoice) if m.status not in ("sent", "failed")]
     entries += [(m.created_at, "email", m) for m in waiting]
     return sorted(entries, key=lambda entry: entry[0])
+
+
+def _overpaid_by(timeline: list[tuple[datetime, str, Any]]) -> dict[int, int]:
+    """payment id -> how much of it was more than the invoice asked for (its latest overpayment flag)."""
+    return {item.details["payment_id"]: item.details["excess"] for _, kind, item in timeline
+            if kind == "event" and item.action == "payment.overpayment_flagged" and "excess" in (item.details or {})}
 
 
 @bp.get("/invoices/<int:invoice_id>")
@@ -377,7 +384,9 @@ def record_payment(invoice_id: int) -> ResponseReturnValue:
             idempotency_key=f"manual:{invoice.id}:{form.idempotency_key.data}")
     except DomainError as exc:  # overpaid, partial not allowed, void or paid meanwhile
         form.amount.errors = [*form.amount.errors, str(exc)]
-        return _detail_page(invoice, status=422, payment_form=form, error=str(exc))
+        # Said once: beside the amount, or at the top when the invoice no longer shows the form (now void, paid).
+        form_shown = invoice.status in ("open", "processing")
+        return _detail_page(invoice, status=422, payment_form=form, error="" if form_shown else str(exc))
     _close_checkouts(invoice.id)
     amount = format_money(result.payment.amount, result.payment.currency)
     flash(f"Payment of {amount} recorded." if result.created else "That payment was already recorded.", "success")

@@ -71,8 +71,11 @@ def _run(
     invoice_ids: Iterable[int], action: str, verb: str, work: Callable[[Invoice], bool | None]
 ) -> BulkResult:
     """Apply `work` to each invoice; it returns False (or raises DomainError) to skip the row."""
+    ids = list(dict.fromkeys(invoice_ids))
+    if len(ids) > MAX_ROWS:  # refused whole: doing the first MAX_ROWS and dropping the rest would go unnoticed
+        raise DomainError(f"Select at most {MAX_ROWS} invoices at a time.")
     result = BulkResult(verb)
-    for invoice_id in list(dict.fromkeys(invoice_ids))[:MAX_ROWS]:
+    for invoice_id in ids:
         invoice = db.session.get(Invoice, invoice_id)
         if invoice is None:
             result.rows.append(RowResult(invoice_id, f"#{invoice_id}", False, "not found"))

@@ -14,14 +14,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from invoicing.extensions import db
 from invoicing.models import MILLI, Client, Contact, Invoice, InvoiceCounter, LineItem, Organization
-from invoicing.money import MoneyError, check_currency
+from invoicing.money import MAX_AMOUNT, MoneyError, check_currency, format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.totals import AMOUNT, PERCENT, LineInput, compute_totals
+from invoicing.services.totals import AMOUNT, MAX_QUANTITY, PERCENT, LineInput, compute_totals, limit_error
 
 DEFAULT_NUMBER_FORMAT = "{year}-{seq:04d}"
+# What a draft can hold; more is refused with a message, never cut (the editor's fields carry them as maxlength).
 MAX_LINES = 200
+MAX_DESCRIPTION = 2000  # characters per line
+MAX_NOTES = 5000
+MAX_PROJECT_REF = 120  # Invoice.project_ref's column size
 
 
 @dataclass(frozen=True)
@@ -85,21 +89,31 @@ def _check_draft(data: DraftData, organization: Organization) -> Client:
         raise DomainError("Add at least one line.")
     if len(data.lines) > MAX_LINES:
         raise DomainError(f"An invoice can have at most {MAX_LINES} lines.")
+    if len(data.notes.strip()) > MAX_NOTES:
+        raise DomainError(f"The notes can have at most {MAX_NOTES:,} characters.")
+    if len(data.project_ref.strip()) > MAX_PROJECT_REF:
+        raise DomainError(f"The project reference can have at most {MAX_PROJECT_REF} characters.")
+    most = format_money(MAX_AMOUNT, data.currency)
     for n, line in enumerate(data.lines, 1):
         if not line.description.strip():
             raise DomainError(f"Line {n}: enter a description.")
-        if line.quantity <= 0 or line.quantity * MILLI != int(line.quantity * MILLI):
-            raise DomainError(f"Line {n}: the quantity must be positive, with at most 3 decimals.")
+        if len(line.description.strip()) > MAX_DESCRIPTION:
+            raise DomainError(f"Line {n}: the description can have at most {MAX_DESCRIPTION:,} characters.")
+        if not 0 < line.quantity <= MAX_QUANTITY or line.quantity * MILLI != int(line.quantity * MILLI):
+            raise DomainError(f"Line {n}: the quantity must be above zero and at most {MAX_QUANTITY:,}, "
+                              "with at most 3 decimals.")
         if line.unit_price < 0:
             raise DomainError(f"Line {n}: the unit price cannot be negative.")
+        if line.unit_price > MAX_AMOUNT:
+            raise DomainError(f"Line {n}: the unit price can be at most {most}.")
         if not 0 <= line.tax_rate <= 100 or line.tax_rate * MILLI != int(line.tax_rate * MILLI):
             raise DomainError(f"Line {n}: the tax rate must be between 0 and 100 %, with at most 3 decimals.")
     if data.discount_kind not in (None, PERCENT, AMOUNT):
         raise DomainError("Unknown discount type.")
     if data.discount_kind == PERCENT and not 0 <= data.discount_value <= 10_000:
         raise DomainError("A percent discount must be between 0 and 100 %.")
-    if data.discount_kind == AMOUNT and data.discount_value < 0:
-        raise DomainError("The discount cannot be negative.")
+    if data.discount_kind == AMOUNT and not 0 <= data.discount_value <= MAX_AMOUNT:
+        raise DomainError(f"The discount must be between zero and {most}.")
     return client
 
 
@@ -110,6 +124,9 @@ def _apply_draft(invoice: Invoice, data: DraftData) -> None:
         data.discount_kind,
         data.discount_value,
     )
+    too_large = limit_error(totals, data.currency)
+    if too_large:
+        raise DomainError(too_large)
     if data.discount_kind == AMOUNT and data.discount_value > totals.subtotal:
         raise DomainError("The discount cannot be larger than the subtotal.")
     invoice.client_id = data.client_id

@@ -16,7 +16,7 @@ from invoicing.extensions import db
 from invoicing.gateways.base import REFUND_REVERSED, MethodDetails
 from invoicing.mail import enqueue, render_email, sender_for
 from invoicing.models import MANUAL_METHODS, Invoice, Payment, Refund, User
-from invoicing.money import format_money
+from invoicing.money import MAX_AMOUNT, format_money
 from invoicing.services import DomainError
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # Payment.provider_state_at): an observation older than the one that set the current state is stale and
 # ignored. Without a time (manual payments, old callers) the move is applied, as before.
 _PENDING = ("processing", "failed")
+MAX_REFERENCE = 200  # Payment.reference's column size
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def apply_payment(
     """
     if amount <= 0:
         raise DomainError("The amount must be above zero.")
+    if amount > MAX_AMOUNT:  # no provider moves that much; the columns could not hold the sums (services/totals.py)
+        raise DomainError(f"The amount is too large: at most {format_money(MAX_AMOUNT, currency)}.")
     with atomic():
         invoice = lock_invoice(invoice_id)
         refs = dict(
@@ -127,7 +130,8 @@ def apply_payment(
                     f"Invoice {invoice.number or invoice.id} is {invoice.status}; it cannot take a payment."
                 )
             if amount > due:
-                raise DomainError(f"That is more than the amount due ({due} minor units); overpayments are refused.")
+                raise DomainError(f"That is more than the amount due ({format_money(due, invoice.currency)}); "
+                                  "overpayments are refused.")
             if amount < due and not invoice.organization.allow_partial_payments:
                 raise DomainError("Partial payments are turned off for this organization: record the full amount due.")
         payment = Payment(
@@ -155,8 +159,7 @@ def apply_payment(
         recompute_balance(invoice, now=now)
         record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment))
         if payment.overpayment:
-            log.warning("overpayment recorded", extra={"invoice_id": invoice.id, "payment_id": payment.id})
-            record("payment.overpayment_flagged", invoice, actor=actor, now=now, details=_details(payment))
+            _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
     return PaymentResult(payment, created=True)
 
 
@@ -193,6 +196,8 @@ def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, n
         payment.overpayment = payment.amount > due
     recompute_balance(invoice, now=now)
     record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment))
+    if status == "succeeded" and payment.overpayment:
+        _flag_overpayment(invoice, payment, excess=payment.amount - due, actor=actor, now=now)
 
 
 def _details(payment: Payment) -> dict[str, object]:
@@ -204,6 +209,14 @@ def _details(payment: Payment) -> dict[str, object]:
         "reference": payment.reference or payment.payment_intent_id or payment.checkout_session_id or "",
         "overpayment": payment.overpayment,
     }
+
+
+def _flag_overpayment(invoice: Invoice, payment: Payment, *, excess: int, actor: Actor, now: datetime) -> None:
+    """Tell staff how much of which payment is more than the invoice asked for: that excess is what to refund
+    (60 then 70 received on a 100 invoice: the second payment, 70, is 30 too much)."""
+    log.warning("overpayment recorded", extra={"invoice_id": invoice.id, "payment_id": payment.id})
+    record("payment.overpayment_flagged", invoice, actor=actor, now=now,
+           details={**_details(payment), "excess": excess, "receipt_number": payment.receipt_number})
 
 
 def record_method(payment_id: int, method: MethodDetails) -> bool:
@@ -232,6 +245,8 @@ def record_manual_payment(
     """Staff record cash, a bank transfer or a cheque (the form's one-time key makes a double submit safe)."""
     if method not in MANUAL_METHODS:
         raise DomainError("Choose cash, bank transfer, cheque or other.")
+    if len(reference.strip()) > MAX_REFERENCE:
+        raise DomainError(f"The reference can have at most {MAX_REFERENCE} characters.")
     invoice = db.session.get(Invoice, invoice_id)
     if invoice is None:
         raise DomainError("Invoice not found.")
@@ -361,12 +376,11 @@ def reverse_refund(
         record(f"payment.refund_{status}", invoice, actor=actor, now=now, details={
             "payment_id": payment.id, "refund_id": refund.id, "amount": refund.amount, "currency": refund.currency,
             "restored": restored, "failure_reason": refund.failure_reason or "", "reason": refund.reason})
-        excess = invoice.amount_paid - invoice.total
+        excess = min(invoice.amount_paid - invoice.total, restored)
         if restored and excess > 0 and invoice.status != "void":  # e.g. the client was paid back another way
             payment.overpayment = True
             log.warning("overpayment after a failed refund", extra={"invoice_id": invoice.id, "refund_id": refund.id})
-            record("payment.overpayment_flagged", invoice, actor=actor, now=now,
-                   details={**_details(payment), "amount": excess})
+            _flag_overpayment(invoice, payment, excess=excess, actor=actor, now=now)
         _alert_admins(invoice, payment, refund, site=site, now=now)
     return refund
 

@@ -7,6 +7,12 @@ Rounding, documented once:
    earlier line) so that the per-line parts add up exactly to the discount.
 3. Each line's tax is (amount - its share of the discount) x its tax rate, rounded half-up; tax is the sum.
 4. Total = subtotal - discount + tax.
+
+Limits, so that no amount can overflow the 64-bit columns (the editor's messages state them too):
+5. A quantity is above zero and at most MAX_QUANTITY (1,000,000,000), with at most 3 decimals.
+6. Every amount is at most money.MAX_AMOUNT = 10**15 - 1 minor units ($9,999,999,999,999.99, ¥999,999,999,999,999,
+   KWD 999,999,999,999.999): a unit price, each line's amount, the subtotal and the total of an invoice, a
+   payment, a refund. limit_error() says which amount of an invoice is over; services.invoices refuses to store it.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from invoicing.money import round_half_up
+from invoicing.money import MAX_AMOUNT, format_money, round_half_up
 
 PERCENT = "percent"
 AMOUNT = "amount"
 BASIS_POINTS = Decimal(10_000)  # a percent discount is stored in hundredths of a percent (12.5 % = 1250)
+MAX_QUANTITY = Decimal(1_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -80,3 +87,16 @@ def compute_totals(lines: Sequence[LineInput], discount_kind: str | None = None,
         tax=tax,
         total=subtotal - discount + tax,
     )
+
+
+def limit_error(totals: Totals, currency: str) -> str | None:
+    """What is above MAX_AMOUNT in these totals (rule 6), as a message for staff; None when all fit."""
+    most = format_money(MAX_AMOUNT, currency)
+    for n, line in enumerate(totals.lines, 1):
+        if line.amount > MAX_AMOUNT:
+            return (f"Line {n}: quantity × unit price comes to {format_money(line.amount, currency)}; "
+                    f"a line can be at most {most}.")
+    largest = max(totals.subtotal, totals.total)
+    if largest > MAX_AMOUNT:
+        return f"The invoice would come to {format_money(largest, currency)}; an invoice can be at most {most}."
+    return None

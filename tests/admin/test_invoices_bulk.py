@@ -145,3 +145,12 @@ def test_it_needs_an_action_and_a_selection(client, world, five):
     login(client, world.alice)
     bulk(client, "", [])
     assert flashes(client) == ["Choose an action. Select at least one invoice."]
+
+
+def test_it_refuses_a_reason_or_reference_too_long_instead_of_cutting_it(client, world, five):
+    login(client, world.alice)
+    bulk(client, "void", five, reason="r" * 501)
+    assert flashes(client) == ["The reason can have at most 500 characters."]
+    bulk(client, "mark_paid", five, method="cash", reference="R" * 201)
+    assert flashes(client) == ["The reference can have at most 200 characters."]
+    assert count(Invoice, Invoice.status == "void") == 0 and count(Payment) == 1  # only the fixture's payment

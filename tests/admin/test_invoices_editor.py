@@ -162,3 +162,62 @@ def test_it_keeps_other_organizations_out_of_the_editor(client, world):
     response = client.post("/admin/invoices/new", data=form(world.client_a.id, op="save"))  # org A's client
     assert response.status_code == 422 and "Choose a client." in response.text
     assert invoice_count() == 1
+
+
+def many_lines(n):
+    return {f"lines-{i}-{name}": value for i in range(n)
+            for name, value in (("description", f"Hour {i + 1}"), ("quantity", "1"), ("unit_price", "10"),
+                                ("tax_rate", "0"))}
+
+
+def stored_lines(invoice_id):
+    db.session.expire_all()
+    return [li.description for li in db.session.get(Invoice, invoice_id).lines]
+
+
+def test_it_refuses_more_than_200_lines_instead_of_saving_the_first_200(client, world):
+    draft = make_invoice(world.client_a)
+    login(client, world.alice)
+    data = {k: v for k, v in form(world.client_a.id, op="save").items() if not k.startswith("lines-")}
+    created = client.post("/admin/invoices/new", data={**data, **many_lines(201)})
+    edited = client.post(f"/admin/invoices/{draft.id}/edit", data={**data, **many_lines(201)})
+    for response in (created, edited):
+        assert response.status_code == 422
+        assert "An invoice can have at most 200 lines; this one has 201." in response.text
+        assert len(descriptions(response.text)) == 201  # every line typed is still there to remove
+    assert invoice_count() == 1 and stored_lines(draft.id) == ["Consulting", "Travel"]
+    assert client.post("/admin/invoices/new", data={**data, **many_lines(200)}).status_code == 303
+
+
+def test_it_refuses_text_over_its_limit_instead_of_cutting_it(client, world):
+    login(client, world.alice)
+    page = client.get("/admin/invoices/new").text
+    assert 'maxlength="2000"' in page and 'maxlength="5000"' in page and 'maxlength="120"' in page
+    long = "x" * 2001
+    response = client.post("/admin/invoices/new", data=form(world.client_a.id, op="save", **{
+        "lines-1-description": long, "notes": "n" * 5001, "project_ref": "p" * 121}))
+    assert response.status_code == 422 and "nothing was saved" in response.text
+    for message in ("At most 2,000 characters; this has 2,001.", "At most 5,000 characters; this has 5,001.",
+                    "At most 120 characters; this has 121."):
+        assert message in response.text
+    assert descriptions(response.text)[1] == long  # kept whole, for the user to shorten
+    assert invoice_count() == 0
+
+
+def test_it_refuses_amounts_above_the_documented_maximum_instead_of_failing(client, world):
+    login(client, world.alice)
+    data = {k: v for k, v in form(world.client_a.id, op="save").items() if not k.startswith("lines-2-")}
+    huge_line = client.post("/admin/invoices/new", data={
+        **data, "lines-1-quantity": "10000000", "lines-1-unit_price": "9,999,999,999,999.99"})
+    huge_total = client.post("/admin/invoices/new", data={
+        **data, "lines-0-quantity": "1", "lines-0-unit_price": "9,000,000,000,000", "lines-0-tax_rate": "0",
+        "lines-1-quantity": "1", "lines-1-unit_price": "9,000,000,000,000", "discount_kind": ""})
+    huge_quantity = client.post("/admin/invoices/new", data={**data, "lines-1-quantity": "1" + "0" * 20})
+    assert (huge_line.status_code, huge_total.status_code, huge_quantity.status_code) == (422, 422, 422)
+    assert "Line 2: quantity × unit price comes to $99,999,999,999,999,900,000.00; " \
+           "a line can be at most $9,999,999,999,999.99." in huge_line.text
+    assert "Quantity × unit price is over $9,999,999,999,999.99." in huge_line.text  # beside the line
+    assert "The invoice would come to $18,000,000,000,000.00; an invoice can be at most $9,999,999,999,999.99." \
+        in huge_total.text
+    assert "A positive number up to 1,000,000,000, at most 3 decimals." in huge_quantity.text
+    assert invoice_count() == 0

@@ -127,3 +127,13 @@ def test_it_shows_a_sandbox_refund_that_failed_and_counts_the_invoice_paid_again
     assert "expired or canceled card" in page.text and "refund them another way" in page.text
     assert "did not reach the client" in page.text  # the timeline entry
     assert_invariants()
+
+
+def test_it_refuses_a_refund_above_the_largest_amount_with_the_limit_in_money(client, world):
+    invoice = make_invoice(world.client_a, status="open")
+    payment = sandbox_payment(invoice)
+    login(client, world.alice)
+    response = client.post(f"/admin/invoices/{invoice.id}/refund", data={
+        "payment_id": payment.id, "amount": "99999999999999999999", "reason": "x", "key": "k" * 20})
+    assert response.status_code == 422 and "The amount is too large: at most $9,999,999,999,999.99." in response.text
+    assert db.session.scalars(select(Refund)).all() == [] and fresh(invoice).amount_paid == 27000

@@ -105,6 +105,15 @@ def test_it_refuses_to_finalize_twice(world):
         ({"due_date": NOW.date() - timedelta(days=1)}, "due date"),
         ({"discount_kind": "amount", "discount_value": 10**9}, "larger than the subtotal"),
         ({"discount_kind": "percent", "discount_value": 10_001}, "between 0 and 100"),
+        # over the documented limits (services/totals.py): refused, never cut, never a database overflow
+        ({"lines": (LineData("x" * 2001, Decimal(1), 100),)}, "at most 2,000 characters"),
+        ({"lines": (LineData("x", Decimal(1), 1),) * 201}, "at most 200 lines"),
+        ({"notes": "n" * 5001}, "at most 5,000 characters"),
+        ({"project_ref": "p" * 121}, "at most 120 characters"),
+        ({"lines": (LineData("x", Decimal(10**12), 0),)}, "at most 1,000,000,000"),
+        ({"lines": (LineData("x", Decimal(1), 10**15),)}, r"at most \$9,999,999,999,999\.99"),
+        ({"lines": (LineData("x", Decimal(10**8), 10**14),)}, r"Line 1: quantity × unit price comes to"),
+        ({"lines": (LineData("x", Decimal(1), 9 * 10**14),) * 2}, r"an invoice can be at most"),
     ],
 )
 def test_it_rejects_bad_drafts_and_writes_nothing(world, overrides, message):

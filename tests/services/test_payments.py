@@ -262,3 +262,23 @@ def test_it_refuses_to_reverse_a_refund_that_did_not_fail_or_is_another_payments
     assert state(invoice, payment) == ("open", 26000, "partially_refunded", 1000)
     assert db.session.scalar(select(Refund.status)) == "succeeded"
     assert db.session.scalar(select(func.count()).select_from(OutboxEmail)) == 0
+
+
+def test_it_flags_the_excess_when_a_pending_payment_settles_after_another_was_paid(world):
+    invoice = make_invoice(world.client_a, status="open")  # 270.00
+    common = dict(currency="USD", method="card", actor=SYSTEM, now=NOW)
+    apply_payment(invoice.id, amount=15000, status="processing", checkout_session_id="cs_later", **common)
+    apply_payment(invoice.id, amount=17000, status="succeeded", checkout_session_id="cs_card", **common)
+    settled = apply_payment(invoice.id, amount=15000, status="succeeded", checkout_session_id="cs_later", **common)
+    assert settled.payment.overpayment and fresh(invoice).amount_paid == 32000
+    flagged, = db.session.scalars(select(AuditEvent.details).where(AuditEvent.action == "payment.overpayment_flagged"))
+    assert (flagged["payment_id"], flagged["amount"], flagged["excess"]) == (settled.payment.id, 15000, 5000)
+    assert flagged["receipt_number"] == settled.payment.receipt_number
+
+
+def test_it_refuses_a_manual_reference_longer_than_its_column(world):
+    invoice = make_invoice(world.client_a, status="open")
+    with pytest.raises(DomainError, match="at most 200 characters"):
+        record_manual_payment(invoice.id, amount=100, method="cash", paid_on=NOW.date(), reference="R" * 201,
+                              actor=SYSTEM, now=NOW)
+    assert fresh(invoice).amount_paid == 0

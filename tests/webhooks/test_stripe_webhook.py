@@ -14,12 +14,13 @@ from invoicing.gateways.sandbox import sign, webhook_secret
 from invoicing.models import AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
 from invoicing.services.checkout import start_checkout
 from invoicing.services.refunds import refund_payment
-from tests.conftest import NOW, SYSTEM, make_invoice, make_user
+from tests.conftest import NOW, SYSTEM, login, make_invoice, make_user
 from tests.pay.support import (
     WebhookCapture,
     assert_invariants,
     event_body,
     fresh,
+    pay_path,
     payments_of,
     receipts,
     site,
@@ -253,3 +254,30 @@ def test_it_only_listens_on_the_configured_providers_endpoint(client, stripe_app
 def test_it_answers_404_on_the_stripe_endpoint_in_sandbox_mode(client):
     assert client.post("/webhooks/stripe", data=b"{}", headers={"Stripe-Signature": "t=1,v1=0"}).status_code == 404
     assert client.post("/webhooks/sandbox", data=b"{}", headers={"Sandbox-Signature": "t=1,v1=0"}).status_code == 400
+
+
+def test_it_tells_staff_how_much_of_which_payment_was_too_much(client, world, stripe_app, time_machine):
+    """150 then 170 paid in two tabs on a 270 invoice: the second payment is 50 too much, not 170."""
+    time_machine.move_to(NOW, tick=True)  # the pay link is dated from NOW
+    invoice = make_invoice(world.client_a, status="open")
+    for amount in ("150", "170"):
+        assert client.post(pay_path(invoice), data={"amount": amount}).status_code == 303
+    sessions = [row.session_id for row in db.session.scalars(select(CheckoutSession).order_by(CheckoutSession.id))]
+    for session_id in sessions:
+        stripe_app.pay(session_id, card="4242424242424242")
+    for session_id in sessions:
+        session = stripe_object(stripe_app, f"/v1/checkout/sessions/{session_id}")
+        assert deliver(client, "checkout.session.completed", session).status_code == 200
+    paid, extra = payments_of(invoice)
+    assert (paid.amount, paid.overpayment, extra.amount, extra.overpayment) == (15000, False, 17000, True)
+    flagged, = db.session.scalars(select(AuditEvent.details).where(AuditEvent.action == "payment.overpayment_flagged"))
+    assert (flagged["payment_id"], flagged["amount"], flagged["excess"]) == (extra.id, 17000, 5000)
+
+    login(client, world.alice)
+    page = client.get(f"/admin/invoices/{invoice.id}").text
+    assert (f"overpayment</span> of $50.00 flagged for a refund: payment {extra.receipt_number} of $170.00 was "
+            "$50.00 more than the amount due") in page
+    assert "<dt>Overpaid</dt>" in page and "$50.00 too much</span> to refund" in page
+    assert "overpayment: $50.00 too much" in page  # on the payment's row
+    assert "$170.00 flagged" not in page
+    assert_invariants()
