@@ -15,6 +15,7 @@ from wtforms import (
     DateField,
     EmailField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectField,
     StringField,
@@ -26,6 +27,7 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from invoicing.models import MANUAL_METHODS, MILLI, Client, Invoice, Organization
 from invoicing.money import COMMON_CURRENCIES, MoneyError, check_currency, format_plain, parse_amount
 from invoicing.services import DomainError
+from invoicing.services.attention import MAX_RESOLUTION
 from invoicing.services.clients import ClientData, ContactData
 from invoicing.services.invoices import MAX_LINES, DraftData, LineData
 from invoicing.services.queries import DEFAULT_SORT, SORT_CHOICES, STATUS_FILTERS, InvoiceFilters
@@ -448,3 +450,13 @@ class InvoiceEditor:
         for row, line_totals, given in zip(self.lines, totals.lines, inputs, strict=True):
             row.amount = line_totals.amount if given.unit_price or given.quantity else None
         return totals, currency
+
+
+class ResolveForm(FlaskForm):
+    """Staff close a case of money that needs attention, saying what they did."""
+
+    case_id = IntegerField(validators=[DataRequired()])
+    note = StringField("What was done", validators=[
+        DataRequired(message="Say what was done (refunded, kept as credit, dispute answered...)."),
+        Length(max=MAX_RESOLUTION, message=f"Keep the note under {MAX_RESOLUTION} characters.")])
+    back = HiddenField()  # "dashboard": come back to the dashboard's panel; else the invoice page

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from invoicing.extensions import db
-from invoicing.models import AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
+from invoicing.models import AttentionCase, AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
 from invoicing.services.checkout import start_checkout
 from invoicing.services.refunds import refund_payment
 from tests.conftest import NOW, SYSTEM, make_invoice, make_user
@@ -179,6 +179,10 @@ def test_it_gives_a_failed_refund_back_to_the_invoice_and_alerts_the_admins_once
     assert sorted(a.to_addr for a in alerts) == sorted([world.alice.email, ops.email])
     assert alerts[0].subject == f"Refund failed: $270.00 on invoice {invoice.number}, refund the client another way"
     assert "Order cancelled" in alerts[0].text_body and "expired or canceled card" in alerts[0].text_body
+    case, = db.session.scalars(select(AttentionCase))  # in the attention view, with this email as its alert
+    assert (case.kind, case.amount, case.detail, case.resolved_at) == ("refund_failed", 27000,
+                                                                      "expired or canceled card", None)
+    assert invoice.attention_since is not None and "attention" in invoice.badges(NOW.date())
     assert events() == [("checkout.session.completed", "processed", 1), ("refund.failed", "processed", 1),
                         ("charge.refund.updated", "processed", 1), ("refund.updated", "processed", 1)]
     assert_invariants()
@@ -203,6 +207,10 @@ def test_it_flags_a_dispute_and_alerts_the_admins_once(client, world, stripe_app
     alerts = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dispute")).all()
     assert sorted(a.to_addr for a in alerts) == sorted([world.alice.email, second_admin.email])
     assert "Payment disputed: invoice" in alerts[0].subject and "fraudulent" in alerts[0].text_body
+    case, = db.session.scalars(select(AttentionCase))  # one case for the dispute, however often it is heard
+    assert (case.kind, case.case_key, case.amount, case.detail) == ("dispute", "dispute:dp_1",
+                                                                   27000, "fraudulent")
+    assert "attention" in invoice.badges(NOW.date())
     assert_invariants()
 
 
