@@ -10,7 +10,15 @@ from typing import Any
 from sqlalchemy import func, select
 
 from invoicing.extensions import db
-from invoicing.models import AttentionCase, AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
+from invoicing.models import (
+    AttentionCase,
+    AuditEvent,
+    CheckoutSession,
+    OutboxEmail,
+    PaymentAttempt,
+    Refund,
+    WebhookEvent,
+)
 from invoicing.services.checkout import start_checkout
 from invoicing.services.refunds import refund_payment
 from tests.conftest import NOW, SYSTEM, make_invoice, make_user
@@ -19,6 +27,7 @@ from tests.pay.support import (
     assert_invariants,
     event_body,
     fresh,
+    pay_path,
     payments_of,
     receipts,
     site,
@@ -239,3 +248,38 @@ def test_it_only_listens_on_the_configured_providers_endpoint(client, stripe_app
 def test_it_answers_404_on_the_stripe_endpoint_in_sandbox_mode(client):
     assert client.post("/webhooks/stripe", data=b"{}", headers={"Stripe-Signature": "t=1,v1=0"}).status_code == 404
     assert client.post("/webhooks/sandbox", data=b"{}", headers={"Sandbox-Signature": "t=1,v1=0"}).status_code == 400
+
+
+def test_it_keeps_each_declined_try_of_one_checkout_with_the_providers_reason(client, world, stripe_app,
+                                                                            time_machine):
+    time_machine.move_to(NOW, tick=True)  # the pay link's return page is valid then
+    invoice = make_invoice(world.client_a, status="open")
+    started = start_checkout(invoice.id, amount=27000, gateway=stripe_gateway(stripe_app), site=site(), now=NOW)
+    capture = WebhookCapture()
+    stripe_app.register_webhook(capture.url, "whsec_capture", id="capture")
+    try:
+        for card in ("4000000000000002", "4000000000009995"):
+            assert stripe_app.pay(started.session_id, card=card) is None  # 402: declined, the session stays open
+        declines = capture.wait_for("payment_intent.payment_failed", 2)
+    finally:
+        stripe_app.unregister_webhooks("capture")
+        capture.close()
+    for raw in (*declines, declines[0]):  # the first delivered again: Stripe retries
+        assert deliver(client, "payment_intent.payment_failed", {}, raw=raw).status_code == 200
+
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.receipt_number, payment.charge_id) == ("failed", None, None)
+    tries = db.session.scalars(select(PaymentAttempt).order_by(PaymentAttempt.id)).all()
+    assert [(t.attempt_key.startswith("ch_"), t.failure_message) for t in tries] == [
+        (True, "Your card was declined."), (True, "Your card has insufficient funds.")]
+    assert len({t.attempt_key for t in tries}) == 2
+    failed = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "payment.failed")).all()
+    assert [a.details["failure_message"] for a in failed] == ["Your card was declined.",
+                                                             "Your card has insufficient funds."]
+    assert stripe_app.pay(started.session_id) is not None  # a good card on the same checkout
+    page = client.get(f"{pay_path(invoice)}/return?session_id={started.session_id}")
+    assert "Payment received, thank you" in page.text
+    paid, = payments_of(invoice)
+    assert paid.status == "succeeded" and paid.receipt_number == "R-000001"
+    assert paid.charge_id not in {t.attempt_key for t in tries}  # a refund never targets a declined charge
+    assert_invariants()
