@@ -246,6 +246,7 @@ def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, n
     if status == "succeeded":
         payment.succeeded_at = now
         payment.overpayment = payment.amount > due
+        payment.charge_id = charge_id or payment.charge_id  # the charge that moved the money, not a failed one
         _number_receipt(payment)
     invoice_status = invoice.status
     recompute_balance(invoice, now=now)

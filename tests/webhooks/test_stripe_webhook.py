@@ -273,7 +273,7 @@ def test_it_keeps_each_declined_try_of_one_checkout_with_the_providers_reason(cl
     assert [(t.attempt_key.startswith("ch_"), t.failure_message) for t in tries] == [
         (True, "Your card was declined."), (True, "Your card has insufficient funds.")]
     assert len({t.attempt_key for t in tries}) == 2
-    failed = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "payment.failed")).all()
+    failed = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "payment.failed").order_by(AuditEvent.id))
     assert [a.details["failure_message"] for a in failed] == ["Your card was declined.",
                                                              "Your card has insufficient funds."]
     assert stripe_app.pay(started.session_id) is not None  # a good card on the same checkout
