@@ -207,6 +207,8 @@ class Invoice(Model):
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     void_reason: Mapped[str] = mapped_column(Text, default="")
     disputed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Since when money on it needs a person (an open AttentionCase): the "needs attention" tab and badge.
+    attention_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -259,6 +261,8 @@ class Invoice(Model):
                 badges.append("overdue")
         if self.disputed_at:
             badges.append("disputed")
+        if self.attention_since:
+            badges.append("attention")
         return badges
 
 
@@ -335,6 +339,7 @@ class Payment(Model):
 
     invoice: Mapped[Invoice] = relationship(back_populates="payments")
     refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
+    attempts: Mapped[list[PaymentAttempt]] = relationship(order_by="PaymentAttempt.id", viewonly=True)
 
     @property
     def method_label(self) -> str:
@@ -382,6 +387,60 @@ class Refund(Model):
     payment: Mapped[Payment] = relationship(back_populates="refunds")
 
     __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
+class PaymentAttempt(Model):
+    """One try to pay that did not go through (a declined card, a debit the bank refused), kept for staff:
+    a checkout retried after a decline is one Payment (one PaymentIntent) but several attempts."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id"), index=True)
+    # The provider's charge of this try (each try is its own charge), else the payment's failure: heard twice
+    # (webhook, return page, reconcile), it is recorded once.
+    attempt_key: Mapped[str] = mapped_column(String(255), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    failure_code: Mapped[str | None] = mapped_column(String(100))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+ATTENTION_KINDS = ("overpayment", "void_payment", "dispute", "refund_failed")
+
+
+class AttentionCase(Model):
+    """Money that needs a person: an overpayment, money on a void invoice, a dispute, a refund that failed.
+    Opened once per case (`case_key`) in the transaction of the money change; staff resolve it (audited)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    case_key: Mapped[str] = mapped_column(String(255), unique=True)  # overpayment:{payment}, dispute:{dispute}...
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payment.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)  # what is at stake: the excess, the disputed or unrefunded sum
+    currency: Mapped[str] = mapped_column(String(3))
+    detail: Mapped[str] = mapped_column(String(200), default="")  # the provider's reason, if any
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    resolution: Mapped[str] = mapped_column(Text, default="")
+
+    invoice: Mapped[Invoice] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('overpayment', 'void_payment', 'dispute', 'refund_failed')", name="kind"),
+        Index("ix_attention_case_org_open", "organization_id", "resolved_at", "id"),
+    )
+
+
+class ReceiptCounter(Model):
+    """The last receipt number of an organization: numbers go to money received only, without gaps."""
+
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class InvoiceCounter(Model):
@@ -549,5 +608,6 @@ Index("ix_invoice_org_issue_search", Invoice.organization_id, Invoice.issue_date
       Invoice.number)
 Index("ix_invoice_client_issue", Invoice.client_id, Invoice.issue_date, Invoice.id)
 # Covers the derived tabs (sent, viewed, partial) so their counts never read table rows.
+Index("ix_invoice_org_attention", Invoice.organization_id, Invoice.attention_since)
 Index("ix_invoice_org_unpaid_flags", Invoice.organization_id, Invoice.status, Invoice.amount_paid,
       Invoice.viewed_at, Invoice.sent_at)

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask_migrate import upgrade
+from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, make_url, text
 
 from invoicing import create_app
 from invoicing.extensions import db
-from tests.conftest import FAST_HASH, NOW, make_client, make_invoice, make_org
+from invoicing.services.invoices import void_invoice
+from invoicing.services.payments import apply_payment
+from tests.conftest import FAST_HASH, NOW, SYSTEM, make_client, make_invoice, make_org
 
 
 @pytest.fixture
@@ -53,29 +55,57 @@ def _store_event(event_id: str, obj: dict[str, object]) -> None:
 
 def test_it_files_the_webhook_events_it_finds_under_their_invoice_and_organization(empty_database: str) -> None:
     with _app(empty_database).app_context():
-        upgrade(revision="0005")
+        upgrade()  # rows made by today's services, then the schema taken back to before the migration
         org = make_org("Old Org")
         invoice = make_invoice(make_client(org, "Old client"), status="open")
-        # SQL, not the ORM: today's Payment has columns this old schema lacks.
-        db.session.execute(text(
-            "INSERT INTO payment (organization_id, invoice_id, amount, currency, method, status, amount_refunded,"
-            " payment_intent_id, charge_id, reference, overpayment, created_at) VALUES (:org, :invoice, 1000, 'USD',"
-            " 'card', 'succeeded', 0, 'pi_old', 'ch_old', '', false, :now)"),
-            {"org": org.id, "invoice": invoice.id, "now": NOW})
-        db.session.commit()
-        _store_event("evt_meta", {"object": "checkout.session", "metadata": {"invoice_id": str(invoice.id)}})
+        apply_payment(invoice.id, amount=1000, currency="USD", method="card", status="succeeded", actor=SYSTEM,
+                      now=NOW, payment_intent_id="pi_old", charge_id="ch_old")
+        invoice_id, org_id = invoice.id, org.id
+        db.session.remove()
+        downgrade(revision="0005")
+        _store_event("evt_meta", {"object": "checkout.session", "metadata": {"invoice_id": str(invoice_id)}})
         _store_event("evt_charge", {"object": "dispute", "charge": "ch_old"})
         _store_event("evt_other", {"object": "customer", "id": "cus_1"})
         _store_event("evt_garbled", {"object": "charge", "payment_intent": "pi_nobody_knows"})
         _store_event("evt_foreign", {"object": "checkout.session",
-                                     "metadata": {"invoice_id": str(invoice.id), "invoice_public_id": "f" * 32}})
+                                     "metadata": {"invoice_id": str(invoice_id), "invoice_public_id": "f" * 32}})
 
         upgrade(revision="0006")
 
         rows = db.session.execute(text(
             "SELECT event_id, invoice_id, organization_id FROM webhook_event ORDER BY id")).all()
-        assert [tuple(r) for r in rows] == [("evt_meta", invoice.id, org.id), ("evt_charge", invoice.id, org.id),
+        assert [tuple(r) for r in rows] == [("evt_meta", invoice_id, org_id), ("evt_charge", invoice_id, org_id),
                                             ("evt_other", None, None), ("evt_garbled", None, None),
                                             ("evt_foreign", None, None)]
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_it_opens_cases_for_flagged_money_and_numbers_receipts_after_the_old_ones(empty_database: str) -> None:
+    with _app(empty_database).app_context():
+        upgrade()
+        org = make_org("Old Org")
+        client = make_client(org, "Old client")
+        void = make_invoice(client, status="open")
+        void_invoice(void.id, reason="dup", actor=SYSTEM, now=NOW)
+        on_void = apply_payment(void.id, amount=27000, currency="USD", method="card", status="succeeded",
+                                actor=SYSTEM, now=NOW, payment_intent_id="pi_void").payment
+        declined = apply_payment(make_invoice(client, status="open").id, amount=27000, currency="USD", method="card",
+                                 status="failed", actor=SYSTEM, now=NOW, payment_intent_id="pi_declined").payment
+        void_id, on_void_id, declined_id = void.id, on_void.id, declined.id
+        db.session.remove()
+        downgrade(revision="0006")
+        with db.engine.begin() as conn:  # as the old code left them: every payment numbered by its id
+            conn.execute(text("UPDATE payment SET receipt_number = 'R-' || CAST(id AS VARCHAR(20))"))
+
+        upgrade(revision="0007_money_attention")
+
+        cases = db.session.execute(text("SELECT kind, case_key, amount, resolved_at FROM attention_case")).all()
+        assert [tuple(c) for c in cases] == [("void_payment", f"void_payment:{on_void_id}", 27000, None)]
+        flagged = db.session.execute(text("SELECT id FROM invoice WHERE attention_since IS NOT NULL")).scalars()
+        assert list(flagged) == [void_id]
+        assert db.session.execute(text("SELECT receipt_number FROM payment WHERE id = :id"),
+                                  {"id": declined_id}).scalar() is None
+        assert db.session.execute(text("SELECT last_seq FROM receipt_counter")).scalar() == declined_id
         db.session.remove()
         db.engine.dispose()

@@ -15,6 +15,7 @@ from wtforms import (
     DateField,
     EmailField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectField,
     StringField,
@@ -34,6 +35,7 @@ from invoicing.money import (
     parse_amount,
 )
 from invoicing.services import DomainError
+from invoicing.services.attention import MAX_RESOLUTION
 from invoicing.services.bulk import MAX_ROWS as MAX_BULK_ROWS
 from invoicing.services.clients import ClientData, ContactData
 from invoicing.services.invoices import (
@@ -514,3 +516,13 @@ class InvoiceEditor:
         for row, line_totals, given in zip(self.lines, totals.lines, inputs, strict=True):
             row.amount = line_totals.amount if given.unit_price or given.quantity else None
         return totals, currency
+
+
+class ResolveForm(FlaskForm):
+    """Staff close a case of money that needs attention, saying what they did."""
+
+    case_id = IntegerField(validators=[DataRequired()])
+    note = StringField("What was done", validators=[
+        DataRequired(message="Say what was done (refunded, kept as credit, dispute answered...)."),
+        Length(max=MAX_RESOLUTION, message=f"Keep the note under {MAX_RESOLUTION} characters.")])
+    back = HiddenField()  # "dashboard": come back to the dashboard's panel; else the invoice page

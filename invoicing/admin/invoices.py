@@ -20,6 +20,7 @@ from invoicing.admin.forms import (
     METHOD_LABELS,
     InvoiceEditor,
     PaymentForm,
+    ResolveForm,
     SendForm,
     VoidForm,
     currency_choices,
@@ -31,7 +32,7 @@ from invoicing.gateways import current_gateway
 from invoicing.models import Client, Invoice, Organization
 from invoicing.money import format_money, format_plain
 from invoicing.rendering import render, wants_fragment
-from invoicing.services import DomainError, bulk, checkout, clients, exports, queries, sending
+from invoicing.services import DomainError, attention, bulk, checkout, clients, exports, queries, sending
 from invoicing.services.audit import Actor
 from invoicing.services.invoices import (
     create_draft,
@@ -412,6 +413,25 @@ def void(invoice_id: int) -> ResponseReturnValue:
         return _detail_page(invoice, status=422, error=str(exc), void_form=form)
     _close_checkouts(invoice.id)
     flash(f"Invoice {invoice.number} is void; its pay link no longer works.", "success")
+    return _to_detail(invoice.id)
+
+
+@bp.post("/invoices/<int:invoice_id>/attention/resolve")
+@staff_required
+def resolve_attention(invoice_id: int) -> ResponseReturnValue:
+    """Close a case of money that needs attention, saying what was done (audited on the timeline)."""
+    invoice = queries.get_invoice_detail(current_user, invoice_id)
+    form = ResolveForm(prefix="resolve")
+    if not form.validate_on_submit():
+        return _detail_page(invoice, status=422, error=" ".join(e for errs in form.errors.values() for e in errs))
+    try:
+        case = attention.resolve_case(form.case_id.data or 0, invoice_id=invoice.id, note=form.note.data or "",
+                                      actor=_actor(), now=_now())
+    except DomainError as exc:
+        return _detail_page(invoice, status=422, error=str(exc))
+    flash(f"{attention.KIND_LABELS[case.kind]} on {sending.invoice_label(invoice)} marked resolved.", "success")
+    if form.back.data == "dashboard":
+        return redirect(url_for("admin.dashboard"), code=303)
     return _to_detail(invoice.id)
 
 

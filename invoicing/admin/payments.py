@@ -1,5 +1,6 @@
 """Staff side of card payments: the webhook inbox (/admin/webhooks, re-apply a failed event), refunds from
-the invoice page, and the invoice page's money panel (templates/admin/_invoice_money.html)."""
+the invoice page, money that needs attention (resolve a case), and the invoice page's money panel
+(templates/admin/_invoice_money.html)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from wtforms import HiddenField, IntegerField, StringField
 from wtforms.validators import DataRequired, Length
 
 from invoicing.admin import bp
+from invoicing.admin.forms import ResolveForm
 from invoicing.auth import staff_required
 from invoicing.extensions import db
 from invoicing.gateways import current_gateway
 from invoicing.gateways.base import REFUND_REVERSED
-from invoicing.models import CheckoutSession, Invoice, Payment
+from invoicing.models import AttentionCase, CheckoutSession, Invoice, Payment
 from invoicing.money import MoneyError, format_money, format_plain, parse_amount
-from invoicing.services import DomainError, inbox, queries, refunds
+from invoicing.services import DomainError, attention, inbox, queries, refunds
 from invoicing.services.audit import Actor
 from invoicing.services.checkout import Site
 
@@ -55,6 +57,17 @@ class MoneyPanel:
     refundable: list[tuple[Payment, RefundForm]]
     sessions: list[CheckoutSession]
     provider: str
+    cases: list[AttentionCase]
+
+
+@bp.app_template_global("resolve_form")
+def resolve_form(case: AttentionCase, back: str = "") -> ResolveForm:
+    return ResolveForm(formdata=None, prefix="resolve", case_id=case.id, back=back)
+
+
+@bp.app_template_global("attention_label")
+def attention_label(kind: str) -> str:
+    return attention.KIND_LABELS.get(kind, kind)
 
 
 @bp.app_template_global("invoice_money_panel")
@@ -67,7 +80,8 @@ def invoice_money_panel(invoice: Invoice) -> MoneyPanel:
         forms.append((payment, form))
     sessions = list(db.session.execute(select(CheckoutSession).where(CheckoutSession.invoice_id == invoice.id)
                                        .order_by(CheckoutSession.id.desc()).limit(10)).scalars())
-    return MoneyPanel(forms, sessions, current_gateway().name)
+    cases = attention.open_cases(invoice.organization_id, invoice_id=invoice.id)
+    return MoneyPanel(forms, sessions, current_gateway().name, cases)
 
 
 @bp.post("/invoices/<int:invoice_id>/refund")

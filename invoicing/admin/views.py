@@ -11,7 +11,7 @@ from invoicing.admin import bp
 from invoicing.admin.forms import LoginForm
 from invoicing.auth import staff_required
 from invoicing.extensions import limiter
-from invoicing.services import queries, users
+from invoicing.services import attention, queries, users
 from invoicing.services.invoices import local_today
 
 
@@ -56,7 +56,8 @@ def dashboard() -> str:
     now = _now()
     page = queries.list_invoices(current_user, now=now, limit=10)
     overdue = queries.list_invoices(current_user, now=now, status="overdue", limit=10)
-    return render_template("admin/dashboard.html", page=page, overdue=overdue, today=_today(now))
+    cases = attention.open_cases(queries.org_scope(current_user), limit=20)
+    return render_template("admin/dashboard.html", page=page, overdue=overdue, cases=cases, today=_today(now))
 
 
 def _today(now: datetime):  # noqa: ANN202 - date in the user's organization, UTC for superadmin

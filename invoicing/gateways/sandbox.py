@@ -533,19 +533,22 @@ class SandboxGateway(Gateway):
             "created": int(time.time())})
 
     def _succeed(self, intent: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> None:
-        if intent.get("latest_charge"):
-            row = self._load(intent["latest_charge"], lock=True)
-            self._save(row, {**row.data, "status": "succeeded"})
-            charge_id = row.id
+        pending = self._load(intent["latest_charge"], lock=True) if intent.get("latest_charge") else None
+        if pending is not None and pending.data["status"] == "pending":  # a settles-later charge that cleared
+            self._save(pending, {**pending.data, "status": "succeeded"})
+            charge_id = pending.id
         else:
             charge_id = self._new_charge(intent, status="succeeded")["id"]
         intent.update(status="succeeded", latest_charge=charge_id, last_payment_error=None)
         events.append(("payment_intent.succeeded", intent))
 
     def _fail(self, intent: dict[str, Any], code: str, message: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-        if intent.get("latest_charge"):
-            row = self._load(intent["latest_charge"], lock=True)
-            self._save(row, {**row.data, "status": "failed"})
+        """A pending charge that failed, or (a card refused now) a new failed charge: each try is its own charge."""
+        pending = self._load(intent["latest_charge"], lock=True) if intent.get("latest_charge") else None
+        if pending is not None and pending.data["status"] == "pending":
+            self._save(pending, {**pending.data, "status": "failed"})
+        else:
+            intent["latest_charge"] = self._new_charge(intent, status="failed")["id"]
         intent.update(status="requires_payment_method",
                       last_payment_error={"code": code, "decline_code": code, "message": message})
         events.append(("payment_intent.payment_failed", intent))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from invoicing.extensions import db
 from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayError
@@ -44,6 +44,7 @@ COUNTED = ("succeeded", "partially_refunded", "refunded")
 PROVIDER_METHODS = ("card", "sandbox")
 WEBHOOK_ACTOR = Actor.system("payment provider")
 RETURN_ACTOR = Actor.system("checkout return page")
+PAY_PAGE_ACTOR = Actor.system("pay page")
 
 
 # --- the pay page -----------------------------------------------------------------------------------------
@@ -159,20 +160,32 @@ def _customer(invoice: Invoice, gateway: Gateway, site: Site) -> tuple[str | Non
 def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site, now: datetime) -> CheckoutStart:
     """Open a hosted checkout for `amount`, or hand out the open one for the same amount (double click,
     second tab). The idempotency key (invoice, amount, what it has received, link version, the hour) makes
-    two racing requests get the same session from the provider; the row lock makes them store it once."""
+    two racing requests get the same session from the provider; the row lock makes them store it once.
+
+    An open session is asked about at the provider before it is handed out again: the client may have paid it
+    and lost the return page (and its webhook may be lost too). A paid one is recorded and the client is sent to
+    its confirmation; one that expired is closed here and a new one is made."""
     with atomic():
         invoice = lock_invoice(invoice_id)
         check_pay_amount(invoice, amount)
         existing = _open_session(invoice, amount, gateway.name, now)
-        if existing is not None:
-            return CheckoutStart(existing.session_id, existing.url, reused=True)
+        reuse = (existing.session_id, existing.url) if existing is not None else None
+    if reuse is not None:
+        started = _reuse(invoice_id, *reuse, gateway=gateway, site=site, now=now)
+        return started or start_checkout(invoice_id, amount=amount, gateway=gateway, site=site, now=now)
+    with atomic():
+        invoice = lock_invoice(invoice_id)
+        check_pay_amount(invoice, amount)
         try:
             gateway.check_amount(amount, invoice.currency)
         except GatewayError as exc:
             raise DomainError(exc.message) from None
         bucket = int(now.timestamp()) // KEY_BUCKET_SECONDS
+        # A session closed since (expired, or completed unpaid) changes the key: the provider would replay it.
+        closed = db.session.scalar(select(func.count()).select_from(CheckoutSession).where(
+            CheckoutSession.invoice_id == invoice.id, CheckoutSession.status != "open"))
         key = (f"checkout:{invoice.public_id}:{amount}:{invoice.currency}:{invoice.amount_paid}:"
-               f"{invoice.link_version}:{bucket}")
+               f"{invoice.link_version}:{bucket}:{closed}")
         pay_url = site.pay_url(invoice)
         metadata = {"invoice_id": str(invoice.id), "invoice_number": invoice.number or "",
                     "invoice_public_id": invoice.public_id}
@@ -195,6 +208,27 @@ def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site
     except GatewayError as exc:
         raise DomainError(exc.message) from None
     return _store_session(invoice_id, checkout, gateway=gateway, site=site, now=now)
+
+
+def _reuse(invoice_id: int, session_id: str, url: str, *, gateway: Gateway, site: Site,
+           now: datetime) -> CheckoutStart | None:
+    """The open session if it still is at the provider; a completed one is recorded (the client goes to its
+    confirmation page); None once it is closed here (expired), for the caller to make a new one."""
+    try:
+        checkout = gateway.retrieve_checkout(session_id)
+    except GatewayError as exc:  # the provider is unreachable: a new session could not be made either
+        log.warning("open checkout %s not checked before reuse: %s", session_id, exc.message)
+        return CheckoutStart(session_id, url, reused=True)
+    if checkout.status == "open":
+        return CheckoutStart(session_id, url, reused=True)
+    if checkout.status == "complete":
+        apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=PAY_PAGE_ACTOR, retrieved=True)
+        invoice = db.session.get(Invoice, invoice_id)
+        assert invoice is not None
+        return CheckoutStart(session_id, f"{site.pay_url(invoice)}/return?session_id={session_id}", reused=True)
+    mark_session(checkout, invoice_id, gateway.name, now=now)
+    _set_status(session_id, "expired")  # not ours (metadata) or not open for any other reason: never reuse it
+    return None
 
 
 def _store_session(invoice_id: int, checkout: Checkout, *, gateway: Gateway, site: Site,

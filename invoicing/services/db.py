@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from invoicing.extensions import db
 from invoicing.models import Invoice
@@ -52,3 +55,15 @@ def lock_invoice(invoice_id: int, organization_id: int | None = None) -> Invoice
     if invoice is None:
         raise NotFound("Invoice not found.")
     return invoice
+
+
+def take_next(counter_model: Any, **key: Any) -> int:
+    """Take the next number of a counter row (`last_seq`) under its row lock, creating it at 0 if missing; a
+    rollback gives the number back, so there are no gaps."""
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(insert(counter_model).values(**key, last_seq=0).on_conflict_do_nothing())
+    counter = db.session.execute(
+        select(counter_model).filter_by(**key).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
+    counter.last_seq += 1
+    return int(counter.last_seq)

@@ -29,6 +29,7 @@ from invoicing.extensions import db
 from invoicing.gateways.base import REFUND_UPDATE_EVENTS, ChargeInfo, Event, Gateway, RefundInfo
 from invoicing.models import Invoice, Payment, Refund, WebhookEvent
 from invoicing.services import DomainError, NotFound
+from invoicing.services.attention import open_case
 from invoicing.services.audit import Actor, record
 from invoicing.services.checkout import (
     COUNTED,
@@ -300,6 +301,9 @@ def _on_dispute_created(event: Event, ctx: Context) -> str:
         record("invoice.disputed", invoice, actor=ctx.actor, now=ctx.now,
                details={"dispute_id": dispute.id, "payment_id": payment.id, "amount": dispute.amount,
                         "reason": dispute.reason})
+        open_case(invoice, kind="dispute", key=f"dispute:{dispute.id}", amount=dispute.amount,
+                  currency=dispute.currency or payment.currency, payment=payment,
+                  detail=dispute.reason.replace("_", " "), now=ctx.now, notify=False)  # its own email, below
         for to in admin_emails(invoice):
             queue_email("dispute", "dispute", invoice, to=to, dedupe_key=f"dispute:{dispute.id}:{to}", site=ctx.site,
                    now=ctx.now, subject=f"Payment disputed: invoice {invoice.number}", payment=payment,

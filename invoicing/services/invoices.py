@@ -8,16 +8,12 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
 from invoicing.extensions import db
 from invoicing.models import MILLI, Client, Contact, Invoice, InvoiceCounter, LineItem, Organization
 from invoicing.money import MAX_AMOUNT, MoneyError, check_currency, format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.db import atomic, lock_invoice, take_next
 from invoicing.services.totals import AMOUNT, MAX_QUANTITY, PERCENT, LineInput, compute_totals, limit_error
 
 DEFAULT_NUMBER_FORMAT = "{year}-{seq:04d}"
@@ -186,20 +182,8 @@ def _next_number(organization: Organization, year: int) -> tuple[int, str]:
     """Take the next sequence number under a row lock; a rollback gives it back, so there are no gaps."""
     fmt = organization.number_format or DEFAULT_NUMBER_FORMAT
     key_year = year if "{year" in fmt else 0  # a format without the year numbers on forever
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(
-        insert(InvoiceCounter)
-        .values(organization_id=organization.id, year=key_year, last_seq=0)
-        .on_conflict_do_nothing()
-    )
-    counter = db.session.execute(
-        select(InvoiceCounter)
-        .where(InvoiceCounter.organization_id == organization.id, InvoiceCounter.year == key_year)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    counter.last_seq += 1
-    return counter.last_seq, fmt.format(year=year, seq=counter.last_seq)
+    seq = take_next(InvoiceCounter, organization_id=organization.id, year=key_year)
+    return seq, fmt.format(year=year, seq=seq)
 
 
 def finalize(invoice: Invoice, *, actor: Actor, now: datetime, expiry_days: int) -> None:

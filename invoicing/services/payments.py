@@ -14,13 +14,15 @@ from sqlalchemy import or_, select, update
 
 from invoicing.extensions import db
 from invoicing.gateways.base import REFUND_REVERSED, MethodDetails
-from invoicing.mail import enqueue, render_email, sender_for
-from invoicing.models import MANUAL_METHODS, Invoice, Payment, Refund, User
+from invoicing.models import MANUAL_METHODS, Invoice, Payment, PaymentAttempt, ReceiptCounter, Refund
 from invoicing.money import MAX_AMOUNT, format_money
 from invoicing.services import DomainError
+from invoicing.services.attention import admin_emails, email_admins, open_case
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.db import atomic, lock_invoice, take_next
 from invoicing.services.site import Site
+
+__all__ = ["admin_emails", "apply_payment", "apply_refund", "record_manual_payment", "reverse_refund"]
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +116,12 @@ def apply_payment(
             idempotency_key=idempotency_key,
         )
         payment = _existing(**refs)
+        if status == "failed":  # a declined try's charge is the attempt's, never the charge a refund would target
+            refs["charge_id"] = None
         if payment is not None and payment.invoice_id != invoice.id:
             raise DomainError("This payment reference belongs to another invoice.")
         if payment is not None:
-            _advance(payment, invoice, status=status, actor=actor, now=now, refs=refs,
+            _advance(payment, invoice, status=status, actor=actor, now=now, refs=refs, charge_id=charge_id,
                      failure_code=failure_code, failure_message=failure_message, observed_at=observed_at)
             return PaymentResult(payment, created=False)
         if currency.upper() != invoice.currency:
@@ -155,23 +159,74 @@ def apply_payment(
         )
         db.session.add(payment)
         db.session.flush()
-        payment.receipt_number = f"R-{payment.id:06d}"
+        _number_receipt(payment)
+        invoice_status = invoice.status
         recompute_balance(invoice, now=now)
-        record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment))
+        record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment) | _failure(payment))
+        if status == "failed":
+            _record_attempt(payment, charge_id=charge_id, now=now)
         if payment.overpayment:
             _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
+            _flag(invoice, payment, excess=amount - due, void=invoice_status == "void", now=now)
     return PaymentResult(payment, created=True)
 
 
+def _number_receipt(payment: Payment) -> None:
+    """Receipt numbers go to money received only, in order and without gaps per organization (a declined
+    attempt takes none); a payment that settles later gets its number when it succeeds."""
+    if payment.status == "succeeded" and payment.receipt_number is None:
+        payment.receipt_number = f"R-{take_next(ReceiptCounter, organization_id=payment.organization_id):06d}"
+
+
+def _flag(invoice: Invoice, payment: Payment, *, excess: int, void: bool, now: datetime) -> None:
+    """Money above what was due (all of it on a void invoice) waits for staff: a case, an email to the admins."""
+    kind = "void_payment" if void else "overpayment"
+    open_case(invoice, kind=kind, key=f"{kind}:{payment.id}", amount=payment.amount if void else excess,
+              currency=payment.currency, payment=payment, now=now)
+
+
+def _failure(payment: Payment) -> dict[str, object]:
+    if payment.status != "failed":
+        return {}
+    return {"failure_code": payment.failure_code or "", "failure_message": payment.failure_message or ""}
+
+
+def _record_attempt(payment: Payment, *, charge_id: str | None, now: datetime, code: str | None = None,
+                    message: str | None = None) -> bool:
+    """Keep a failed try once: by the provider's charge of it (a retry in the same checkout is a new charge).
+    A failure heard without its charge (the checkout's "async payment failed", a retrieved session) is the
+    current failure: recorded when the payment moves into failed, and given its charge when that arrives."""
+    code, message = (code, message) if code or message else (payment.failure_code, payment.failure_message)
+    attempts = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment.id)
+                                  .order_by(PaymentAttempt.id)).scalars().all()
+    if charge_id:
+        if any(a.attempt_key == charge_id for a in attempts):
+            return False
+        chargeless = attempts[-1] if attempts and not attempts[-1].attempt_key.startswith("ch") else None
+        if chargeless is not None and chargeless.failure_code == code:
+            chargeless.attempt_key = charge_id  # the same failure, now with its charge
+            return False
+    key = charge_id or f"payment:{payment.id}:{len(attempts) + 1}"
+    db.session.add(PaymentAttempt(
+        organization_id=payment.organization_id, invoice_id=payment.invoice_id, payment_id=payment.id,
+        attempt_key=key, amount=payment.amount, currency=payment.currency, failure_code=code,
+        failure_message=message, created_at=now))
+    return True
+
+
 def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, now: datetime,
-             refs: dict[str, str | None], failure_code: str | None, failure_message: str | None,
-             observed_at: datetime | None) -> None:
+             refs: dict[str, str | None], charge_id: str | None, failure_code: str | None,
+             failure_message: str | None, observed_at: datetime | None) -> None:
     """A known payment heard of again: fill in missing references, and move its state forward only."""
     for name, value in refs.items():
         if value and not getattr(payment, name):
             setattr(payment, name, value)
     if payment.status not in _PENDING or status not in (*_PENDING, "succeeded"):
         return
+    if status == payment.status == "failed" and charge_id:  # another try declined in the same checkout
+        if _record_attempt(payment, charge_id=charge_id, now=now, code=failure_code, message=failure_message):
+            payment.failure_code, payment.failure_message = failure_code, failure_message
+            record("payment.failed", invoice, actor=actor, now=now, details=_details(payment) | _failure(payment))
     # Whole seconds, like the provider's `created`, so our clock's fraction never outranks its events; within
     # one second "failed" wins (a retry after a decline takes a person longer than that).
     observed_at = observed_at.replace(microsecond=0) if observed_at is not None else None
@@ -194,10 +249,16 @@ def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, n
     if status == "succeeded":
         payment.succeeded_at = now
         payment.overpayment = payment.amount > due
+        payment.charge_id = charge_id or payment.charge_id  # the charge that moved the money, not a failed one
+        _number_receipt(payment)
+    invoice_status = invoice.status
     recompute_balance(invoice, now=now)
-    record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment))
+    record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment) | _failure(payment))
+    if status == "failed":
+        _record_attempt(payment, charge_id=charge_id, now=now)
     if status == "succeeded" and payment.overpayment:
         _flag_overpayment(invoice, payment, excess=payment.amount - due, actor=actor, now=now)
+        _flag(invoice, payment, excess=payment.amount - due, void=invoice_status == "void", now=now)
 
 
 def _details(payment: Payment) -> dict[str, object]:
@@ -385,27 +446,13 @@ def reverse_refund(
     return refund
 
 
-def admin_emails(invoice: Invoice) -> list[str]:
-    """Who hears about money problems on an invoice: its organization's active admins, else its sender address."""
-    admins = db.session.execute(select(User.email).where(
-        User.organization_id == invoice.organization_id, User.role == "admin", User.active.is_(True))
-    ).scalars().all()
-    return [e for e in (list(admins) or [invoice.organization.sender_email or ""]) if e]
-
-
 def _alert_admins(invoice: Invoice, payment: Payment, refund: Refund, *, site: Site, now: datetime) -> None:
-    """Queue the "refund failed" email in this transaction, once per refund and admin (its dedupe key)."""
-    organization = invoice.organization
+    """Open the "refund failed" case and queue its email in this transaction, once per refund and admin."""
+    key = f"refund_failed:{refund.provider_refund_id or refund.id}"
+    open_case(invoice, kind="refund_failed", key=key, amount=refund.amount, currency=refund.currency, payment=payment,
+              detail=(refund.failure_reason or refund.status).replace("_", " "), now=now, notify=False)
     what = "failed" if refund.status == "failed" else "was canceled"
     subject = (f"Refund {what}: {format_money(refund.amount, refund.currency)} on invoice "
                f"{invoice.number or invoice.id}, refund the client another way")
-    text, html = render_email("refund_failed", organization=organization, invoice=invoice, subject=subject,
-                              payment=payment, refund=refund, admin_url=f"{site.base_url}/admin/invoices/{invoice.id}")
-    sender, reply_to = sender_for(organization, site.mail_sender)
-    for to in admin_emails(invoice):
-        try:
-            enqueue(kind="refund_failed", to=to, subject=subject, text_body=text, html_body=html, from_addr=sender,
-                    reply_to=reply_to, now=now, organization_id=invoice.organization_id, invoice_id=invoice.id,
-                    dedupe_key=f"refund_failed:{refund.provider_refund_id or refund.id}:{to}")
-        except DomainError as exc:  # a bad address must not undo the money: log it
-            log.warning("refund_failed email not queued: %s", exc, extra={"invoice_id": invoice.id})
+    email_admins(invoice, kind="refund_failed", subject=subject, key=key, now=now, site=site, payment=payment,
+                 refund=refund)

@@ -29,7 +29,7 @@ from invoicing.models import AuditEvent, Client, Invoice, Organization, OutboxEm
 from invoicing.services import NotFound
 
 STORED_STATUSES = ("draft", "open", "processing", "paid", "void")
-DERIVED_STATUSES = ("sent", "viewed", "partial", "overdue")
+DERIVED_STATUSES = ("sent", "viewed", "partial", "overdue", "attention")  # attention: services/attention.py
 STATUS_FILTERS = ("draft", "open", "processing", "paid", "void", *DERIVED_STATUSES)
 
 # Sort keys as they appear in the URL ("-" = descending) and the column each one orders by (then by id).
@@ -46,6 +46,7 @@ PAGE_SIZE = 50
 LIST_COLUMNS = (
     Invoice.organization_id, Invoice.client_id, Invoice.number, Invoice.status, Invoice.currency, Invoice.issue_date,
     Invoice.due_date, Invoice.total, Invoice.amount_paid, Invoice.sent_at, Invoice.viewed_at, Invoice.disputed_at,
+    Invoice.attention_since,
 )
 ROW_COLUMNS = (Invoice.id, *LIST_COLUMNS, Client.name)
 
@@ -56,7 +57,7 @@ class InvoiceRow:
     Its badges and amount due are the model's own methods, so a row and an Invoice never disagree."""
 
     __slots__ = ("id", "organization_id", "client_id", "number", "status", "currency", "issue_date", "due_date",
-                 "total", "amount_paid", "sent_at", "viewed_at", "disputed_at", "client_name")
+                 "total", "amount_paid", "sent_at", "viewed_at", "disputed_at", "attention_since", "client_name")
 
     def __init__(self, *values: Any):
         for name, value in zip(self.__slots__, values, strict=True):
@@ -106,6 +107,7 @@ def get_invoice_detail(user: User, invoice_id: int) -> Invoice:
             joinedload(Invoice.contact),
             selectinload(Invoice.lines),
             selectinload(Invoice.payments).selectinload(Payment.refunds),
+            selectinload(Invoice.payments).selectinload(Payment.attempts),
         )
     ).scalar_one_or_none()
     if invoice is None:
@@ -196,6 +198,8 @@ def status_clause(status: str, now: datetime, organization_id: int | None, *, du
         return and_(unpaid, Invoice.amount_paid > 0)
     if status == "overdue":
         return overdue_clause(now, organization_id, due=due)
+    if status == "attention":
+        return Invoice.attention_since.is_not(None)
     return Invoice.status == status
 
 
@@ -481,6 +485,7 @@ _TAB_SQL = {
     "viewed": "AND status IN ('open', 'processing') AND viewed_at IS NOT NULL",
     "partial": "AND status IN ('open', 'processing') AND amount_paid > 0",
     "overdue": "AND status = 'open' AND due_date < :today",
+    "attention": "AND attention_since IS NOT NULL",
 }
 TABS = ("all", *STATUS_FILTERS)
 

@@ -1,7 +1,8 @@
 """Reconciliation: ask the provider about whatever we are unsure of, and record what it says through the
 same door as the webhooks (job `reconcile`, every 10 minutes; `flask billing reconcile [--dry-run]`).
 
-- checkout sessions still open past their expiry, or open on an invoice that is paid or void;
+- checkout sessions open for longer than a short grace period (the client may have paid and closed the tab
+  before the return page, with the webhook lost), past their expiry, or open on an invoice paid or void;
 - payments stuck in processing (settles-later methods) whose outcome we have not heard;
 - inbox events that failed (or were left half-applied by a crash) and have attempts left;
 - card payments whose receipt never reached the outbox.
@@ -45,6 +46,9 @@ MAX_ATTEMPTS = 10  # an event that failed this often waits for staff
 STUCK_RECEIVED = timedelta(minutes=5)  # an event stored but not applied for this long was abandoned mid-way
 RECEIPT_WINDOW = timedelta(days=7)
 SANDBOX_SETTLE_AFTER = timedelta(minutes=2)
+# A session open this long may have been paid without us hearing of it; younger ones are most likely a client
+# still typing a card number (the return page or the webhook will tell us within seconds anyway).
+SESSION_GRACE = timedelta(minutes=3)
 
 
 @dataclass
@@ -75,7 +79,8 @@ def _sessions(report: Report, *, gateway: Gateway, site: Site, now: datetime, dr
     rows = db.session.execute(
         select(CheckoutSession.session_id, CheckoutSession.invoice_id).join(Invoice)
         .where(CheckoutSession.status == "open", CheckoutSession.provider == gateway.name,
-               or_(CheckoutSession.expires_at < now, Invoice.status.in_(("paid", "void")),
+               or_(CheckoutSession.created_at < now - SESSION_GRACE, CheckoutSession.expires_at < now,
+                   Invoice.status.in_(("paid", "void")),
                    CheckoutSession.amount > Invoice.total - Invoice.amount_paid))
         .order_by(CheckoutSession.id)
     ).all()

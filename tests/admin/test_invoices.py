@@ -43,7 +43,7 @@ def test_it_shows_counts_in_the_status_tabs(client, world, invoices, time_machin
     page = client.get("/admin/invoices").text
     tabs = dict(re.findall(r'name="status" value="(\w*)"[^>]*> [^<]+ <span class="count">([\d,+]+)</span>', page))
     assert tabs == {"": "4", "draft": "1", "open": "2", "processing": "0", "paid": "0", "void": "1", "sent": "0",
-                    "viewed": "0", "partial": "1", "overdue": "1"}
+                    "viewed": "0", "partial": "1", "overdue": "1", "attention": "0"}
 
 
 @pytest.mark.parametrize(("status", "numbers"), [

@@ -8,7 +8,7 @@ from invoicing.extensions import db
 from invoicing.models import AuditEvent, CheckoutSession, Client
 from invoicing.services.payments import record_manual_payment
 from tests.conftest import NOW, SYSTEM, make_client, make_invoice
-from tests.pay.support import fresh, pay_path, stripe_object
+from tests.pay.support import fresh, pay_path, payments_of, receipts, stripe_object
 
 
 def sessions() -> list[CheckoutSession]:
@@ -110,3 +110,33 @@ def test_it_says_so_when_the_provider_is_down_and_writes_nothing(client, world, 
     assert sessions() == [] and fresh(invoice).status == "open"
     stored = select(func.count()).select_from(Client).where(Client.stripe_customer_id.is_not(None))
     assert db.session.scalar(stored) == 0
+
+
+def test_it_records_a_paid_session_instead_of_sending_the_client_back_to_it(client, world, stripe_app):
+    # The client paid, the webhook was lost and the tab closed before the return page; then Pay now again.
+    invoice = make_invoice(world.client_a, status="open")
+    first = client.post(pay_path(invoice)).headers["Location"]
+    row, = sessions()
+    assert stripe_app.pay(row.session_id) is not None and fresh(invoice).status == "open"
+    again = client.post(pay_path(invoice))
+    assert again.status_code == 303 and again.headers["Location"] != first
+    assert again.headers["Location"] == f"http://billing.test{pay_path(invoice)}/return?session_id={row.session_id}"
+    assert fresh(invoice).status == "paid" and [s.status for s in sessions()] == ["complete"]
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.checkout_session_id, payment.amount) == ("succeeded", row.session_id, 27000)
+    assert [r.dedupe_key for r in receipts()] == [f"receipt:{payment.id}"]
+    confirmation = client.get(again.headers["Location"].removeprefix("http://billing.test"))
+    assert "Payment received, thank you" in confirmation.text and len(payments_of(invoice)) == 1
+    page = client.get(pay_path(invoice)).text
+    assert "Pay now" not in page and payment.receipt_number in page
+
+
+def test_it_opens_a_new_checkout_when_the_stored_one_expired_at_the_provider(client, world, stripe_app):
+    invoice = make_invoice(world.client_a, status="open")
+    first = client.post(pay_path(invoice)).headers["Location"]
+    old, = sessions()
+    stripe_app.request("POST", f"/v1/checkout/sessions/{old.session_id}/expire", data={}, auth=True)
+    second = client.post(pay_path(invoice)).headers["Location"]
+    assert second != first
+    assert [(s.session_id == old.session_id, s.status) for s in sessions()] == [(True, "expired"), (False, "open")]
+    assert stripe_object(stripe_app, f"/v1/checkout/sessions/{sessions()[1].session_id}")["status"] == "open"

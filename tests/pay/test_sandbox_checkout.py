@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import CheckoutSession, OutboxEmail, WebhookEvent
-from tests.conftest import make_invoice
+from invoicing.models import CheckoutSession, OutboxEmail, PaymentAttempt, WebhookEvent
+from tests.conftest import login, make_invoice
 from tests.pay.support import assert_invariants, fresh, pay_path, payments_of, receipts
 
 
@@ -74,6 +74,39 @@ def test_it_keeps_the_invoice_open_when_the_card_is_declined(client, world):
     assert client.post(checkout, data={"card": "4242424242424242"}).status_code == 303  # same session, new card
     payment, = payments_of(invoice)
     assert payment.status == "succeeded" and fresh(invoice).status == "paid"
+    assert_invariants()
+
+
+def attempts(invoice) -> list[tuple[str | None, str | None]]:
+    return [(a.failure_code, a.failure_message) for a in db.session.scalars(
+        select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id).order_by(PaymentAttempt.id))]
+
+
+def test_it_shows_staff_every_declined_attempt_and_numbers_only_money_received(client, world):
+    invoice = make_invoice(world.client_a, status="open")
+    checkout = start(client, invoice)
+    assert client.post(checkout, data={"card": "4000000000000002", "email": ""}).status_code == 402
+    page = client.get(pay_path(invoice)).text
+    assert "did not go through: Your card was declined. You can try again with another card." in page
+    assert client.post(checkout, data={"card": "4000000000009995"}).status_code == 402  # same checkout, again
+    failed, = payments_of(invoice)
+    assert (failed.status, failed.receipt_number, failed.charge_id) == ("failed", None, None)
+    assert attempts(invoice) == [("card_declined", "Your card was declined."),
+                                 ("insufficient_funds", "Your card has insufficient funds.")]
+
+    login(client, world.alice)
+    admin = client.get(f"/admin/invoices/{invoice.id}").text
+    assert "Attempt 1 did not go through: Your card was declined." in admin
+    assert "Attempt 2 did not go through: Your card has insufficient funds." in admin
+    timeline = admin.split("<h2>Timeline</h2>", 1)[1]
+    assert "payment failed</span> $270.00 (sandbox): Your card was declined." in timeline
+    assert "payment failed</span> $270.00 (sandbox): Your card has insufficient funds." in timeline
+
+    assert client.post(checkout, data={"card": "4242424242424242"}).status_code == 303
+    paid, = payments_of(invoice)
+    assert (paid.status, paid.receipt_number) == ("succeeded", "R-000001")  # the organization's first receipt
+    assert paid.charge_id.startswith("ch_sbx_") and len(attempts(invoice)) == 2
+    assert paid.receipt_number in receipts()[0].subject
     assert_invariants()
 
 

@@ -105,7 +105,7 @@ def test_it_counts_each_tab_with_one_bounded_query(world, spread):
     void_invoice(spread[1].id, reason="dup", actor=SYSTEM, now=NOW)
     counts = status_counts(world.alice, now=NOW)
     assert counts == {"all": 9, "draft": 2, "open": 6, "processing": 0, "paid": 0, "void": 1, "sent": 0,
-                      "viewed": 0, "partial": 1, "overdue": 5}
+                      "viewed": 0, "partial": 1, "overdue": 5, "attention": 0}
     assert status_counts(world.alice, now=NOW, cap=3)["open"] == 4  # "3+": counting stops past the cap
     assert status_counts(world.root, now=NOW)["all"] == 10  # superadmin: every organization
 

@@ -18,6 +18,7 @@ from tests.pay.support import (
     assert_invariants,
     event_body,
     fresh,
+    pay_path,
     payment_inserts_fail,
     payments_of,
     receipts,
@@ -144,3 +145,25 @@ def test_the_sandbox_bank_settles_waiting_payments_after_a_while(runner, world, 
     time_machine.move_to(datetime.now(UTC) + timedelta(minutes=3))
     assert "settled 1 payment(s)" in runner.invoke(args=["billing", "sandbox-settle"]).output
     assert fresh(invoice).status == "paid" and len(receipts()) == 1
+
+
+def test_it_finds_a_paid_session_within_minutes_when_the_webhook_and_the_return_page_are_lost(
+        runner, client, world, stripe_app, time_machine):
+    time_machine.move_to(NOW, tick=True)  # the pay link is valid then (the Stripe test server runs on real time)
+    invoice = make_invoice(world.client_a, status="open")
+    client.post(pay_path(invoice))  # Pay now on the pay page; the app hears nothing after this
+    session_id = db.session.scalar(select(CheckoutSession.session_id))
+    stripe_app.pay(session_id)
+    untouched = runner.invoke(args=["billing", "reconcile"])  # within the grace: the client may still be typing
+    assert "looked at 0 checkout session(s)" in untouched.output and fresh(invoice).status == "open"
+
+    time_machine.move_to(NOW + timedelta(minutes=4), tick=True)
+    result = runner.invoke(args=["billing", "reconcile"])
+    assert result.exit_code == 0 and "looked at 1 checkout session(s)" in result.output
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.checkout_session_id) == ("succeeded", session_id)
+    assert fresh(invoice).status == "paid" and session_status(session_id) == "complete"
+    assert [r.dedupe_key for r in receipts()] == [f"receipt:{payment.id}"]
+    time_machine.move_to(NOW + timedelta(minutes=14), tick=True)  # the next run: nothing left to ask about
+    assert "looked at 0 checkout session(s)" in runner.invoke(args=["billing", "reconcile"]).output
+    assert_invariants()

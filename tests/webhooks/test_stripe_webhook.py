@@ -11,7 +11,15 @@ from sqlalchemy import func, select
 
 from invoicing.extensions import db
 from invoicing.gateways.sandbox import sign, webhook_secret
-from invoicing.models import AuditEvent, CheckoutSession, OutboxEmail, Refund, WebhookEvent
+from invoicing.models import (
+    AttentionCase,
+    AuditEvent,
+    CheckoutSession,
+    OutboxEmail,
+    PaymentAttempt,
+    Refund,
+    WebhookEvent,
+)
 from invoicing.services.checkout import start_checkout
 from invoicing.services.refunds import refund_payment
 from tests.conftest import NOW, SYSTEM, login, make_invoice, make_user
@@ -202,6 +210,10 @@ def test_it_gives_a_failed_refund_back_to_the_invoice_and_alerts_the_admins_once
     assert sorted(a.to_addr for a in alerts) == sorted([world.alice.email, ops.email])
     assert alerts[0].subject == f"Refund failed: $270.00 on invoice {invoice.number}, refund the client another way"
     assert "Order cancelled" in alerts[0].text_body and "expired or canceled card" in alerts[0].text_body
+    case, = db.session.scalars(select(AttentionCase))  # in the attention view, with this email as its alert
+    assert (case.kind, case.amount, case.detail, case.resolved_at) == ("refund_failed", 27000,
+                                                                      "expired or canceled card", None)
+    assert invoice.attention_since is not None and "attention" in invoice.badges(NOW.date())
     assert events() == [("checkout.session.completed", "processed", 1), ("refund.failed", "processed", 1),
                         ("charge.refund.updated", "processed", 1), ("refund.updated", "processed", 1)]
     assert_invariants()
@@ -226,6 +238,10 @@ def test_it_flags_a_dispute_and_alerts_the_admins_once(client, world, stripe_app
     alerts = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dispute")).all()
     assert sorted(a.to_addr for a in alerts) == sorted([world.alice.email, second_admin.email])
     assert "Payment disputed: invoice" in alerts[0].subject and "fraudulent" in alerts[0].text_body
+    case, = db.session.scalars(select(AttentionCase))  # one case for the dispute, however often it is heard
+    assert (case.kind, case.case_key, case.amount, case.detail) == ("dispute", "dispute:dp_1",
+                                                                   27000, "fraudulent")
+    assert "attention" in invoice.badges(NOW.date())
     assert_invariants()
 
 
@@ -280,4 +296,38 @@ def test_it_tells_staff_how_much_of_which_payment_was_too_much(client, world, st
     assert "<dt>Overpaid</dt>" in page and "$50.00 too much</span> to refund" in page
     assert "overpayment: $50.00 too much" in page  # on the payment's row
     assert "$170.00 flagged" not in page
+
+
+def test_it_keeps_each_declined_try_of_one_checkout_with_the_providers_reason(client, world, stripe_app,
+                                                                            time_machine):
+    time_machine.move_to(NOW, tick=True)  # the pay link's return page is valid then
+    invoice = make_invoice(world.client_a, status="open")
+    started = start_checkout(invoice.id, amount=27000, gateway=stripe_gateway(stripe_app), site=site(), now=NOW)
+    capture = WebhookCapture()
+    stripe_app.register_webhook(capture.url, "whsec_capture", id="capture")
+    try:
+        for card in ("4000000000000002", "4000000000009995"):
+            assert stripe_app.pay(started.session_id, card=card) is None  # 402: declined, the session stays open
+        declines = capture.wait_for("payment_intent.payment_failed", 2)
+    finally:
+        stripe_app.unregister_webhooks("capture")
+        capture.close()
+    for raw in (*declines, declines[0]):  # the first delivered again: Stripe retries
+        assert deliver(client, "payment_intent.payment_failed", {}, raw=raw).status_code == 200
+
+    payment, = payments_of(invoice)
+    assert (payment.status, payment.receipt_number, payment.charge_id) == ("failed", None, None)
+    tries = db.session.scalars(select(PaymentAttempt).order_by(PaymentAttempt.id)).all()
+    assert [(t.attempt_key.startswith("ch_"), t.failure_message) for t in tries] == [
+        (True, "Your card was declined."), (True, "Your card has insufficient funds.")]
+    assert len({t.attempt_key for t in tries}) == 2
+    failed = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "payment.failed").order_by(AuditEvent.id))
+    assert [a.details["failure_message"] for a in failed] == ["Your card was declined.",
+                                                             "Your card has insufficient funds."]
+    assert stripe_app.pay(started.session_id) is not None  # a good card on the same checkout
+    page = client.get(f"{pay_path(invoice)}/return?session_id={started.session_id}")
+    assert "Payment received, thank you" in page.text
+    paid, = payments_of(invoice)
+    assert paid.status == "succeeded" and paid.receipt_number == "R-000001"
+    assert paid.charge_id not in {t.attempt_key for t in tries}  # a refund never targets a declined charge
     assert_invariants()

@@ -4,8 +4,8 @@ Receipts, the invoice page and exports name the method actually used ("Visa •�
 SANDBOX TEST BANK •••• 6789") instead of "Card". Filled in from the provider once a payment is recorded;
 payments recorded before this stay unnamed ("Card").
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007_money_attention
 Create Date: 2026-12-01 14:00:00
 
 """
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0007'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007_money_attention'
 branch_labels = None
 depends_on = None
 
@@ -30,6 +30,6 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('payment', schema=None) as batch_op:
-        for name in ('method_bank', 'method_wallet', 'method_last4', 'method_brand', 'method_type'):
-            batch_op.drop_column(name)
+    # Not batch mode: on SQLite it would copy and drop the payment table, which the refunds pointing at it forbid.
+    for name in ('method_bank', 'method_wallet', 'method_last4', 'method_brand', 'method_type'):
+        op.execute(f'ALTER TABLE payment DROP COLUMN {name}')

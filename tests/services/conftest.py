@@ -1,0 +1,1 @@
+from tests.pay.support import stripe_app  # noqa: F401
