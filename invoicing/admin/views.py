@@ -56,7 +56,8 @@ def dashboard() -> str:
     now = _now()
     page = queries.list_invoices(current_user, now=now, limit=10)
     overdue = queries.list_invoices(current_user, now=now, status="overdue", limit=10)
-    return render_template("admin/dashboard.html", page=page, overdue=overdue, today=_today(now))
+    states = queries.email_states(invoice.id for invoice in [*page.invoices, *overdue.invoices])
+    return render_template("admin/dashboard.html", page=page, overdue=overdue, today=_today(now), email_states=states)
 
 
 def _today(now: datetime):  # noqa: ANN202 - date in the user's organization, UTC for superadmin
