@@ -247,12 +247,13 @@ class Invoice(Model):
     def is_overdue(self, today: date) -> bool:
         return self.status == "open" and self.due_date < today
 
-    def badges(self, today: date) -> list[str]:
-        """The stored status plus the derived ones a person looks for (sent, viewed, partial, overdue)."""
+    def badges(self, today: date, email: str | None = None) -> list[str]:
+        """The stored status plus the derived ones a person looks for (sent, viewed, partial, overdue). Given
+        what happened to its email (queries.email_states), "sent" says so: email queued, held, delivered, failed."""
         badges = [self.status]
         if self.status in ("open", "processing"):
             if self.sent_at:
-                badges.append("sent")
+                badges.append(f"email_{email}" if email else "sent")
             if self.viewed_at:
                 badges.append("viewed")
             if self.amount_paid > 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
+from flask_login import current_user
 
 from invoicing.money import format_money, format_plain
 
@@ -30,9 +31,21 @@ def _date(value: date | None) -> str:
     return value.strftime("%b %-d, %Y") if value else ""
 
 
-def _datetime(value: datetime | None, tz: str = "UTC") -> str:
+def _datetime(value: datetime | None, tz: str | None = None) -> str:
+    """A moment as people read it, everywhere (pages and emails): in the organization's time zone and labelled
+    with its abbreviation, "1 Dec 2026, 14:05 CET". Without `tz`, the zone of the viewer's organization."""
     if value is None:
         return ""
-    return value.astimezone(ZoneInfo(tz)).strftime("%b %-d, %Y %H:%M")
+    local = value.astimezone(ZoneInfo(tz or _viewer_zone()))
+    return f"{local.day} {local:%b %Y, %H:%M %Z}"
+
+
+def _viewer_zone() -> str:
+    """The zone of the organization the signed-in user works in (or a superadmin switched to); UTC, labelled,
+    when that is every organization."""
+    if not has_request_context():
+        return "UTC"
+    organization = g.get("acting_organization") or getattr(current_user, "organization", None)
+    return organization.timezone if organization is not None else "UTC"
 
 

@@ -51,6 +51,7 @@ def test_it_sends_an_invoice_that_arrives_with_a_working_pay_link_and_its_pdf(
         assert "2026-0001" in pdf_text and "$270.00" in pdf_text and "Client A" in pdf_text
 
         page.goto(f"{server.url}/admin/invoices/{draft.id}")
-        assert page.get_by_text("email delivered").is_visible()
+        assert page.get_by_text("Email delivered to clienta@clients.test").is_visible()  # the timeline
+        assert page.get_by_role("heading", level=1).get_by_text("email delivered").is_visible()  # the badge
     finally:
         app.config["BASE_URL"] = base_url

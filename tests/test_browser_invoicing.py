@@ -5,24 +5,29 @@ email with its pay link in the outbox, and record the payment."""
 import csv
 import io
 import re
+from decimal import Decimal
 from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import Client, Invoice, OutboxEmail
+from invoicing.models import Client, Invoice, LineItem, OutboxEmail
 from invoicing.services.paylinks import resolve
 from tests.conftest import PASSWORD, make_invoice
 
 
-def test_it_creates_a_client_and_an_invoice_with_live_totals_and_sends_it(live_server_factory, page, world):
-    server = live_server_factory()
+def log_in(page, server, user):
     page.goto(f"{server.url}/admin/login")
-    page.get_by_label("Email").fill(world.alice.email)
+    page.get_by_label("Email").fill(user.email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{server.url}/admin/")
+
+
+def test_it_creates_a_client_and_an_invoice_with_live_totals_and_sends_it(live_server_factory, page, world):
+    server = live_server_factory()
+    log_in(page, server, world.alice)
 
     page.get_by_role("link", name="Clients", exact=True).click()
     page.wait_for_url(f"{server.url}/admin/clients")
@@ -97,3 +102,69 @@ def test_it_exports_the_ticked_rows_as_csv_from_the_list(live_server_factory, pa
     assert [(r["Number"], r["Project"], r["Total"]) for r in rows] == [("", "Roof", "270.00"),
                                                                       (first.number, "", "270.00")]
     assert download.value.suggested_filename.startswith("invoices-")
+
+
+def line_rows(page):
+    """(description, quantity, unit price, amount shown) of each editor line, as the browser shows them."""
+    return page.locator("#editor table.lines tbody tr").evaluate_all("""rows => rows.map(r => [
+        ...[...r.querySelectorAll("input")].slice(0, 3).map(i => i.value),
+        r.querySelector("[id^=line-amount-]").textContent])""")
+
+
+def test_it_keeps_each_line_amount_beside_its_line_when_a_move_follows_typing(live_server_factory, page, world):
+    """Type a price and click "Move up" at once, eight times, while the live totals answer slowly: the click
+    waits for the totals in flight, so no amount lands on the wrong line."""
+    invoice = make_invoice(world.client_a)  # Consulting 2 x 100.00, Travel 1 x 50.00
+    server = live_server_factory()
+    log_in(page, server, world.alice)
+    held = []  # the live-totals requests, answered only after the click (a slow network)
+
+    def hold_totals(route):
+        if "op=totals" in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/admin/invoices/preview", hold_totals)
+    in_flight = set()
+    page.on("request", lambda r: in_flight.add(r) if "/preview" in r.url else None)
+    page.on("requestfinished", lambda r: in_flight.discard(r))
+    page.on("requestfailed", lambda r: in_flight.discard(r))
+    page.goto(f"{server.url}/admin/invoices/{invoice.id}/edit")
+    for n in range(8):
+        typed = f"{n + 11}.00"
+        page.get_by_label("Line 2 unit price").fill(typed)
+        page.get_by_role("button", name="Move up line 2").click()
+        page.wait_for_timeout(400)  # the move, unless it waits its turn, has landed by now
+        while held:
+            held.pop(0).continue_()
+        for _ in range(200):  # every answer in, the move shown, and a moment for htmx to swap the last one
+            page.wait_for_timeout(100)
+            if not in_flight and not held and page.get_by_label("Line 1 unit price").input_value() == typed:
+                break
+        page.wait_for_timeout(200)
+        rows = line_rows(page)
+        assert rows[0][2] == typed, (n, rows)  # the line just typed in moved up
+        assert [amount for *_, amount in rows] == [
+            f"${Decimal(qty) * Decimal(price):,.2f}" for _, qty, price, _ in rows], (n, rows)
+    page.unroute("**/admin/invoices/preview")
+    db.session.rollback()
+    assert [li.description for li in db.session.execute(
+        select(LineItem).where(LineItem.invoice_id == invoice.id).order_by(LineItem.position)).scalars()] == [
+        "Consulting", "Travel"]  # moving lines in the editor stores nothing until "Save draft"
+
+
+def test_it_shows_a_mistyped_price_at_once_and_keeps_the_other_lines(live_server_factory, page, world):
+    invoice = make_invoice(world.client_a)  # Consulting 2 x 100.00 (10 % tax), Travel 1 x 50.00
+    server = live_server_factory()
+    log_in(page, server, world.alice)
+    page.goto(f"{server.url}/admin/invoices/{invoice.id}/edit")
+    page.get_by_label("Line 2 unit price").fill("12,5O")
+    page.locator("#lines-1-unit_price-error").filter(has_text="not an amount").wait_for()
+    assert page.locator("#line-amount-0").inner_text() == "$200.00"
+    assert page.locator("#total-subtotal").inner_text() == "$200.00"
+    assert page.locator("#total-total").inner_text() == "$220.00"
+    page.get_by_label("Line 2 unit price").fill("12.50")
+    page.locator("#total-subtotal").filter(has_text="$212.50").wait_for()
+    assert page.locator("#lines-1-unit_price-error").inner_text() == ""
+    assert page.locator("#line-amount-1").inner_text() == "$12.50"

@@ -88,8 +88,9 @@ def _client_page(client: Client, contact_form: ContactForm | None = None, error:
                  status: int = 200) -> ResponseReturnValue:
     today = local_today(client.organization, _now())
     contact_form = contact_form or ContactForm(formdata=None, prefix="contact")
-    return render("admin/client.html", None, client=client, summary=clients.client_summary(client, today=today),
-                  contact_form=contact_form, error=error, today=today), status
+    summary = clients.client_summary(client, today=today)
+    return render("admin/client.html", None, client=client, summary=summary, contact_form=contact_form, error=error,
+                  today=today, email_states=queries.email_states(i.id for i in summary.invoices)), status
 
 
 @bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])

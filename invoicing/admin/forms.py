@@ -295,6 +295,7 @@ class InvoiceEditor:
     lines: list[LineRow] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     form_error: str = ""
+    checked: bool = False  # parse() ran: "nothing was saved" is news only after a save
 
     @classmethod
     def blank(cls, organization: Organization | None, today: date, client: Client | None = None) -> InvoiceEditor:
@@ -438,7 +439,7 @@ class InvoiceEditor:
 
     def parse(self, *, client: Client | None, fallback_currency: str) -> DraftData | None:
         """DraftData if every field is valid, else None with the errors set for inline display."""
-        self.errors, self.form_error = {}, ""
+        self.errors, self.form_error, self.checked = {}, "", True
         if client is None:
             self.errors["client_id"] = "Choose a client."
         currency = self.effective_currency(client, fallback_currency)
@@ -505,7 +506,9 @@ class InvoiceEditor:
         currency = self.effective_currency(client, fallback_currency)
         inputs = []
         for row in self.lines:
-            line = None if row.blank else self._line(row, currency)[0]  # no nagging while typing: save shows errors
+            line, errors = (None, {}) if row.blank else self._line(row, currency)
+            # A number that does not parse is shown at once; a missing description waits for "Save draft".
+            row.errors = {**{k: v for k, v in errors.items() if k != "description"}, **row.errors}
             inputs.append(LineInput(line.quantity, line.unit_price, line.tax_rate) if line else
                           LineInput(Decimal(0), 0))
         try:

@@ -98,7 +98,8 @@ def invoices() -> ResponseReturnValue:
     filters = parse_invoice_filters(request.args)
     client = clients.get_client(current_user, filters.client_id) if filters.client_id else None  # foreign: 404
     page = queries.list_invoices(current_user, now=now, filters=filters, cursor=request.args.get("after"), rows=True)
-    rows = dict(page=page, filters=filters, today=_today(now), fmt_money=format_money, fmt_date=_date)
+    rows = dict(page=page, filters=filters, today=_today(now), fmt_money=format_money, fmt_date=_date,
+                email_states=queries.email_states(row.id for row in page.invoices))
     if wants_fragment():  # a keystroke or "older invoices": the rows only, no counts, no pickers
         return render(TEMPLATE_LIST, "rows", **rows)
     return render(TEMPLATE_LIST, "rows", **rows, **_list_page_context(filters, client, now))
@@ -288,7 +289,8 @@ def _detail_page(invoice: Invoice, *, status: int = 200, error: str = "", **form
     timeline = _timeline(invoice)
     response = current_app.make_response((render(
         TEMPLATE_DETAIL, None, invoice=invoice, today=today, timeline=timeline, pay_link=pay_link,
-        overpaid_by=_overpaid_by(timeline), error=error, payment_form=payment_form,
+        overpaid_by=_overpaid_by(timeline), email_states=queries.email_states([invoice.id]),
+        error=error, payment_form=payment_form,
         void_form=forms.get("void_form") or VoidForm(formdata=None, prefix="void"),
         send_form=forms.get("send_form") or SendForm(formdata=None, prefix="send", key=uuid.uuid4().hex),
         methods=METHOD_LABELS,

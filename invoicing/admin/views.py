@@ -57,7 +57,9 @@ def dashboard() -> str:
     page = queries.list_invoices(current_user, now=now, limit=10)
     overdue = queries.list_invoices(current_user, now=now, status="overdue", limit=10)
     cases = attention.open_cases(queries.org_scope(current_user), limit=20)
-    return render_template("admin/dashboard.html", page=page, overdue=overdue, cases=cases, today=_today(now))
+    states = queries.email_states(invoice.id for invoice in [*page.invoices, *overdue.invoices])
+    return render_template("admin/dashboard.html", page=page, overdue=overdue, cases=cases, today=_today(now),
+                           email_states=states)
 
 
 def _today(now: datetime):  # noqa: ANN202 - date in the user's organization, UTC for superadmin

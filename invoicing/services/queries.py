@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, cast
@@ -528,6 +528,20 @@ def timeline(invoice: Invoice) -> list[AuditEvent]:
             .order_by(AuditEvent.id)
         ).scalars()
     )
+
+
+# What happened to an invoice's email, by outbox status: what a badge and the invoice page show.
+EMAIL_STATES = {"queued": "queued", "sending": "queued", "held": "held", "sent": "delivered", "failed": "failed"}
+
+
+def email_states(invoice_ids: Iterable[int]) -> dict[int, str]:
+    """Each invoice's latest sent email (not reminders or receipts): queued, held, delivered or failed."""
+    ids = list(invoice_ids)
+    if not ids:
+        return {}
+    rows = db.session.execute(select(OutboxEmail.invoice_id, OutboxEmail.status).where(
+        OutboxEmail.invoice_id.in_(ids), OutboxEmail.kind == "invoice").order_by(OutboxEmail.id))
+    return {invoice_id: EMAIL_STATES.get(status, status) for invoice_id, status in rows if invoice_id is not None}
 
 
 def invoice_emails(invoice: Invoice) -> list[OutboxEmail]:

@@ -1,11 +1,12 @@
 """The invoice page and its actions: send, remind, record a payment, void, duplicate, delete, finalize."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from invoicing import mail
 from invoicing.extensions import db
 from invoicing.models import Invoice, OutboxEmail, Payment
 from invoicing.services.audit import record
@@ -46,8 +47,9 @@ def test_it_shows_everything_about_an_open_invoice(client, world, time_machine):
     link = re.search(r'id="paylink" type="text" readonly value="([^"]+)"', page).group(1)
     assert link.startswith("http://billing.test/pay/")  # from BASE_URL, never the Host header
     assert resolve(link.rsplit("/", 1)[1], secret_key=SECRET, today=NOW.date()).id == invoice.id
-    for action in ("Send again", "Send a reminder", "Record payment", "Void invoice", "Duplicate"):
+    for action in ("Send invoice…", "Send a reminder", "Record payment", "Void invoice", "Duplicate"):
         assert action in page
+    assert "Send again" not in page and 'id="email-state"' not in page  # finalized, never emailed
     assert "Edit draft" not in page and "Delete draft" not in page
     has_pdf = "admin.invoice_pdf" in client.application.view_functions
     assert (f"/admin/invoices/{invoice.id}/pdf" in page) == has_pdf
@@ -274,3 +276,53 @@ def test_it_refuses_a_send_form_without_its_key(client, world):
     response = client.post(f"/admin/invoices/{invoice.id}/send", data={"send-to": ""})
     assert response.status_code == 422 and "The form expired; reload the page." in response.text
     assert emails() == [] and fresh(invoice).sent_count == 0
+
+
+def sent_state(client, invoice):
+    """The email badge on the invoice page and in the list row, and the invoice page's "Email" line."""
+    page = client.get(f"/admin/invoices/{invoice.id}").text
+    row = re.search(rf'href="/admin/invoices/{invoice.id}">.*?</tr>', client.get("/admin/invoices").text, re.S).group(0)
+    heading = re.search(r"<h1>.*?</h1>", page, re.S).group(0)
+    badge = " ".join(re.findall(r'class="badge badge-(?:email_\w+|sent)">([^<]+)<', heading))
+    assert badge == " ".join(re.findall(r'class="badge badge-(?:email_\w+|sent)">([^<]+)<', row)), row
+    line = re.sub(r"\s+", " ", re.search(r'id="email-state">(.*?)<', page, re.S).group(1)).strip()
+    return badge, line, "Send again" in page
+
+
+def send(client, invoice, key="k1"):
+    response = client.post(f"/admin/invoices/{invoice.id}/send", data={"send-to": "", "send-key": key})
+    assert response.status_code == 303
+
+
+def test_it_shows_an_email_held_without_a_mail_server_as_held_not_sent(client, world, runner):
+    draft = make_invoice(world.client_a)
+    login(client, world.alice)
+    send(client, draft)
+    assert sent_state(client, draft) == ("email queued", "queued in the outbox", True)
+    assert "1 held" in runner.invoke(args=["billing", "deliver-mail"]).output
+    assert [e.status for e in emails()] == ["held"]
+    assert sent_state(client, draft) == ("email held", "held in the outbox: no mail server is set", True)
+
+
+def test_it_shows_a_delivered_email_as_delivered(client, world, runner, smtp):
+    draft = make_invoice(world.client_a)
+    login(client, world.alice)
+    send(client, draft)
+    runner.invoke(args=["billing", "deliver-mail"])
+    assert smtp.wait_for(1)[0]["To"] == "clienta@clients.test"
+    assert [e.status for e in emails()] == ["sent"]
+    assert sent_state(client, draft) == ("email delivered", "delivered", True)
+
+
+def test_it_shows_a_refused_email_as_failed(client, world, runner, smtp):
+    draft = make_invoice(world.client_a)
+    login(client, world.alice)
+    smtp.refuse(550, "5.1.1 No such user")
+    send(client, draft)
+    runner.invoke(args=["billing", "deliver-mail"])
+    assert smtp.messages == [] and [e.status for e in emails()] == ["failed"]
+    assert sent_state(client, draft) == ("email failed", "failed: see the outbox", True)
+    smtp.recover()
+    send(client, fresh(draft), key="k2")  # sent again: the badge follows the latest email
+    assert mail.deliver_due(now=datetime.now(UTC)).sent == 1  # the job ran this minute: its work, directly
+    assert sent_state(client, draft) == ("email delivered", "delivered", True)

@@ -220,4 +220,20 @@ def test_it_refuses_amounts_above_the_documented_maximum_instead_of_failing(clie
     assert "The invoice would come to $18,000,000,000,000.00; an invoice can be at most $9,999,999,999,999.99." \
         in huge_total.text
     assert "A positive number up to 1,000,000,000, at most 3 decimals." in huge_quantity.text
+
+
+def test_it_shows_a_mistyped_number_beside_its_field_while_typing(client, world):
+    login(client, world.alice)
+    response = client.post("/admin/invoices/preview", headers=HX,
+                           data=form(world.client_a.id, op="totals", **{"lines-1-unit_price": "12,5O"}))
+    assert response.status_code == 200
+    assert re.search(r'id="lines-1-unit_price-error" class="field-error" hx-swap-oob="true">'
+                     r"&#39;12,5O&#39; is not an amount.<", response.text)
+    assert re.findall(r'id="line-amount-(\d)" hx-swap-oob="true">([^<]*)<', response.text) == [
+        ("0", "$2,501.00"), ("1", ""), ("2", "$15.00")]  # the other lines keep their amounts
+    assert totals(response.text)["subtotal"] == "$2,516.00"
+    moved = client.post("/admin/invoices/preview", headers=HX,
+                        data=form(world.client_a.id, op="up-1", **{"lines-1-unit_price": "12,5O"})).text
+    assert re.search(r'id="lines-0-unit_price-error" class="field-error">&#39;12,5O&#39; is not an amount.<', moved)
+    assert "nothing was saved" not in moved  # nothing was asked to be saved
     assert invoice_count() == 0
