@@ -132,8 +132,9 @@ def assert_fits_and_accessible(page: Any) -> None:
     unnamed = page.evaluate("[...document.querySelectorAll('nav')].filter(n => !n.getAttribute('aria-label')).length")
     assert unnamed == 0  # screen readers list landmarks by name
     page.add_script_tag(path=str(AXE))
+    # Serious and critical ones, and "region": every text sits in a landmark (a screen reader's map of the page).
     violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
-        .filter(v => v.impact === 'serious' || v.impact === 'critical' || v.id === 'region')  // region: all text in a landmark
+        .filter(v => v.impact === 'serious' || v.impact === 'critical' || v.id === 'region')
         .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 4).map(n => n.target.join(' ') + ' :: '
                     + n.failureSummary.replace(/\\s+/g, ' ').slice(0, 200))}))""")
     assert violations == []
