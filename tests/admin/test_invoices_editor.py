@@ -162,3 +162,14 @@ def test_it_keeps_other_organizations_out_of_the_editor(client, world):
     response = client.post("/admin/invoices/new", data=form(world.client_a.id, op="save"))  # org A's client
     assert response.status_code == 422 and "Choose a client." in response.text
     assert invoice_count() == 1
+
+
+def test_it_saves_the_draft_and_says_why_save_and_send_did_not_send(client, world):
+    login(client, world.alice)
+    nobody = make_client(world.org_a, "No Email", contacts=0)
+    nobody.email = ""
+    db.session.commit()
+    response = client.post("/admin/invoices/new", data=form(nobody.id, op="save_send"), follow_redirects=True)
+    assert response.status_code == 200 and "Draft saved but not sent:" in response.text
+    invoice = db.session.execute(select(Invoice).where(Invoice.client_id == nobody.id)).scalar_one()
+    assert (invoice.status, invoice.number, invoice.total) == ("draft", None, 257206)
