@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import io
 import re
+import subprocess
 from decimal import Decimal
 
 import pytest
@@ -150,3 +152,20 @@ def test_it_lets_a_superadmin_download_any_pdf(client, world):
     login(client, world.root)
     response = client.get(f"/admin/invoices/{invoice.id}/pdf")
     assert response.status_code == 200 and re.search(r"¥\s?\d", pdf_text(response.data))
+
+
+def test_it_wraps_a_long_unbroken_project_reference_inside_the_page(app, world, tmp_path):
+    reference = "PRJ-" + "7" * 116  # as long as a reference may be, without a single break opportunity
+    invoice = make_invoice(world.client_a, status="open", project_ref=reference)
+    path = tmp_path / "invoice.pdf"
+    path.write_bytes(pdf.invoice_pdf(invoice))
+    boxes = subprocess.run(["pdftotext", "-bbox", str(path), "-"], check=True, capture_output=True, text=True).stdout
+    page_width = float(re.search(r'<page width="([\d.]+)"', boxes).group(1))
+    words = [(float(x_min), float(x_max), html.unescape(word)) for x_min, x_max, word in
+             re.findall(r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>', boxes)]
+    outside = [word for x_min, x_max, word in words if x_min < 0 or x_max > page_width]
+    assert outside == []
+    labels = {word for _, _, word in words}
+    assert {"Project", "Issue", "Due", "Currency", "Amount"} <= labels
+    pieces = [word for _, _, word in words if word.startswith("PRJ-") or set(word) == {"7"}]
+    assert len(pieces) > 1 and "".join(pieces) == reference  # wrapped onto lines, nothing cut off

@@ -7,7 +7,7 @@ import functools
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from flask import abort, current_app, flash, redirect, request, stream_with_context, url_for
 from flask.typing import ResponseReturnValue
@@ -48,6 +48,8 @@ from invoicing.services.payments import record_manual_payment
 from invoicing.services.site import Site
 
 TEMPLATE_LIST, TEMPLATE_DETAIL, TEMPLATE_EDITOR = "admin/invoices.html", "admin/invoice.html", "admin/invoice_form.html"
+SAVE_SEND = "save_send"
+SAVES = ("save", SAVE_SEND)  # the editor's buttons that store the draft; the others only redraw it
 
 
 def _now() -> datetime:
@@ -94,6 +96,8 @@ def _to_detail(invoice_id: int) -> Response:
 @bp.get("/invoices")
 @staff_required
 def invoices() -> ResponseReturnValue:
+    if (clean := _without_empty_args()) is not None and not wants_fragment():
+        return redirect(clean)  # a form submitted without JavaScript sends every field, set or not
     now = _now()
     filters = parse_invoice_filters(request.args)
     client = clients.get_client(current_user, filters.client_id) if filters.client_id else None  # foreign: 404
@@ -105,12 +109,22 @@ def invoices() -> ResponseReturnValue:
     return render(TEMPLATE_LIST, "rows", **rows, **_list_page_context(filters, client, now))
 
 
+def _without_empty_args() -> str | None:
+    """The list's address with only the parameters that hold a value, or None when it is that already."""
+    args = list(request.args.items(multi=True))
+    kept = [(name, value) for name, value in args if value.strip()]
+    if len(kept) == len(args):
+        return None
+    return url_for("admin.invoices") + (f"?{urlencode(kept)}" if kept else "")
+
+
 def _list_page_context(filters: queries.InvoiceFilters, client: Client | None, now: datetime) -> dict[str, Any]:
     """What only the full list page shows: tab counts, pickers, the bulk form's one-time key."""
     search = request.args.get("client_search", "")[:100]
     return dict(
         client=client, counts=queries.status_counts(current_user, now=now), count_cap=queries.COUNT_CAP,
-        statuses=queries.STATUS_FILTERS, sorts=SORT_LABELS, bulk_actions=BULK_ACTIONS, methods=METHOD_LABELS,
+        statuses=queries.STATUS_FILTERS, sorts=SORT_LABELS, default_sort=queries.DEFAULT_SORT,
+        bulk_actions=BULK_ACTIONS, methods=METHOD_LABELS,
         client_options=clients.client_choices(current_user, q=search, selected_id=filters.client_id),
         currencies=[c for c, _ in currency_choices(filters.currency, _default_currency())],
         batch_key=uuid.uuid4().hex,
@@ -213,8 +227,9 @@ def _editor_page(editor: InvoiceEditor, *, invoice: Invoice | None = None, block
     return render(TEMPLATE_EDITOR, block, **context), status
 
 
-def _save_draft(editor: InvoiceEditor, invoice: Invoice | None) -> ResponseReturnValue:
-    """Parse, then create or update through the service (atomic); errors are shown inline, 422."""
+def _save_draft(editor: InvoiceEditor, invoice: Invoice | None, *, send: bool = False) -> ResponseReturnValue:
+    """Parse, then create or update through the service (atomic); errors are shown inline, 422. With `send`,
+    the saved draft then goes out as the invoice page's "Send invoice" sends it."""
     client = _editor_client(editor)
     org = client.organization if client else _acting_org()
     data = editor.parse(client=client, fallback_currency=org.default_currency if org else "USD")
@@ -228,7 +243,27 @@ def _save_draft(editor: InvoiceEditor, invoice: Invoice | None) -> ResponseRetur
     except DomainError as exc:
         editor.form_error = str(exc)
         return _editor_page(editor, invoice=invoice, status=422)
+    if send:
+        return _send_saved_draft(invoice)
     flash(f"Draft saved: {format_money(invoice.total, invoice.currency)}.", "success")
+    return _to_detail(invoice.id)
+
+
+def _send(invoice_id: int, **options: Any) -> Invoice:
+    """The invoice page's "Send invoice" and the editor's "Save and send": one call of the send service."""
+    config = _mail_config()
+    return sending.send_invoice(invoice_id, actor=_actor(), now=_now(), base_url=config.base_url,
+                                secret_key=config.secret_key, default_sender=config.mail_sender,
+                                expiry_days=config.paylink_expiry_days, **options)
+
+
+def _send_saved_draft(invoice: Invoice) -> Response:
+    try:
+        sent = _send(invoice.id)
+    except DomainError as exc:  # e.g. no email address: the draft is saved, the page says why it did not go
+        flash(f"Draft saved but not sent: {exc}", "error")
+        return _to_detail(invoice.id)
+    flash(f"Invoice {sent.number} saved and queued for email.", "success")
     return _to_detail(invoice.id)
 
 
@@ -248,7 +283,7 @@ def new_invoice() -> ResponseReturnValue:
         org = client.organization if client else _acting_org()
         return _editor_page(InvoiceEditor.blank(org, _today(_now(), org), client))
     editor, op = InvoiceEditor.from_form(request.form), request.form.get("op", "save")
-    return _save_draft(editor, None) if op == "save" else _editor_op(editor, op, None)
+    return _save_draft(editor, None, send=op == SAVE_SEND) if op in SAVES else _editor_op(editor, op, None)
 
 
 @bp.post("/invoices/preview")
@@ -270,7 +305,7 @@ def edit_invoice(invoice_id: int) -> ResponseReturnValue:
     if request.method == "GET":
         return _editor_page(InvoiceEditor.from_invoice(invoice), invoice=invoice)
     editor, op = InvoiceEditor.from_form(request.form), request.form.get("op", "save")
-    return _save_draft(editor, invoice) if op == "save" else _editor_op(editor, op, invoice)
+    return _save_draft(editor, invoice, send=op == SAVE_SEND) if op in SAVES else _editor_op(editor, op, invoice)
 
 
 # --- the invoice page ------------------------------------------------------------------------------------
@@ -330,12 +365,9 @@ def send_invoice(invoice_id: int) -> ResponseReturnValue:
     form = SendForm(prefix="send")  # each form of the invoice page has its own prefix: unique ids
     if not form.validate_on_submit():
         return _detail_page(invoice, status=422, send_form=form)
-    config = _mail_config()
     try:
-        sent = sending.send_invoice(invoice.id, actor=_actor(), now=_now(), base_url=config.base_url,
-                                    secret_key=config.secret_key, default_sender=config.mail_sender,
-                                    expiry_days=config.paylink_expiry_days, rotate_link=bool(form.rotate_link.data),
-                                    to=form.to.data or None, request_key=form.key.data)
+        sent = _send(invoice.id, rotate_link=bool(form.rotate_link.data), to=form.to.data or None,
+                     request_key=form.key.data)
     except DomainError as exc:
         return _detail_page(invoice, status=422, error=str(exc), send_form=form)
     rotated = " with a new pay link" if form.rotate_link.data and sent.sent_count > 1 else ""

@@ -128,3 +128,11 @@ def test_it_shows_the_dashboard(client, world, invoices, time_machine):
     login(client, world.alice)
     page = client.get("/admin/").text
     assert "Overdue" in page and "2026-0001" in page
+
+
+def test_it_redirects_a_filter_form_sent_with_empty_fields_to_the_set_filters_only(client, world, invoices):
+    login(client, world.alice)
+    response = client.get("/admin/invoices?status=&q=&client=&client_search=&currency=USD&from=&to=&sort=")
+    assert (response.status_code, response.location) == (302, "/admin/invoices?currency=USD")
+    assert client.get("/admin/invoices?q=&from=").location == "/admin/invoices"
+    assert client.get("/admin/invoices?currency=USD").status_code == 200  # already clean

@@ -237,3 +237,14 @@ def test_it_shows_a_mistyped_number_beside_its_field_while_typing(client, world)
     assert re.search(r'id="lines-0-unit_price-error" class="field-error">&#39;12,5O&#39; is not an amount.<', moved)
     assert "nothing was saved" not in moved  # nothing was asked to be saved
     assert invoice_count() == 0
+
+
+def test_it_saves_the_draft_and_says_why_save_and_send_did_not_send(client, world):
+    login(client, world.alice)
+    nobody = make_client(world.org_a, "No Email", contacts=0)
+    nobody.email = ""
+    db.session.commit()
+    response = client.post("/admin/invoices/new", data=form(nobody.id, op="save_send"), follow_redirects=True)
+    assert response.status_code == 200 and "Draft saved but not sent:" in response.text
+    invoice = db.session.execute(select(Invoice).where(Invoice.client_id == nobody.id)).scalar_one()
+    assert (invoice.status, invoice.number, invoice.total) == ("draft", None, 257206)
