@@ -5,7 +5,8 @@
     DATABASE_URL=postgresql://postgres@127.0.0.1/bench .venv/bin/python -m bench.list_bench
 
 The database is emptied and migrated first (`--keep` reuses a seeded one). In one run it serves the app and a
-bare Flask "hello" (the ceiling) with `gunicorn -w 2`, logs in over HTTP to get a session cookie, and runs
+bare Flask "hello" (the ceiling) with the container's gunicorn settings (invoicing/gunicorn_conf.py), logs in
+over HTTP to get a session cookie, and runs
 `wrk -t2 -c16 -d10s --latency` against hello, the list, a filtered list, a search keystroke and a
 pay page. Then it times 200 sequential requests of each page (the server time, without queueing).
 Figures: req/s, p50, p99, ratio to hello.
@@ -164,8 +165,9 @@ def free_port() -> int:
 def serve(target: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "2", "--bind", f"127.0.0.1:{port}", "--no-control-socket",
-         "--log-level", "warning", target],
+        # the container's server settings; only the access log (a line per request) is left out
+        [sys.executable, "-m", "gunicorn", "-c", "python:invoicing.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+         "--access-logfile", "/dev/null", "--log-level", "warning", target],
         cwd=ROOT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -285,7 +287,7 @@ def main() -> None:
             proc.wait()
     engine = os.environ["DATABASE_URL"].split(":", 1)[0]
     ceiling = results["hello"]["rps"]
-    print(f"\n{engine}, {args.invoices:,} invoices, gunicorn -w 2, wrk -t2 -c16 -d10s")
+    print(f"\n{engine}, {args.invoices:,} invoices, gunicorn (invoicing/gunicorn_conf.py), wrk -t2 -c16 -d10s")
     print(f"{'page':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'of hello':>9} {'median 1-by-1 ms':>17}")
     for name, r in results.items():
         print(f"{name:<10} {r['rps']:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['rps'] / ceiling:>8.1%} "

@@ -16,6 +16,8 @@ from invoicing.extensions import mail as mail_extension  # bare `mail` is reboun
 from invoicing.logredact import RedactingFilter
 
 ROOT = Path(__file__).resolve().parent.parent
+# Chatty at INFO: APScheduler logs every tick, WeasyPrint and fontTools every step of every PDF.
+QUIET_LOGGERS = ("apscheduler", "weasyprint", "fontTools")
 
 # No inline script anywhere (static/js instead). Inline styles stay allowed: the pay pages carry the
 # organization's brand colour in a <style>, templates use style attributes and htmx adds its indicator style;
@@ -39,6 +41,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(load_config(app.instance_path, {"SECRET_KEY": "t" * 32}))
         app.config.update(test_config)
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if app.config["LOG_LEVEL"] == "DEBUG" else logging.WARNING)
     app.logger.addFilter(RedactingFilter())
 
     db.init_app(app)

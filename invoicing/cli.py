@@ -83,8 +83,7 @@ def create_admin(email: str, password: str, superadmin: bool, org_name: str | No
 @click.command("demo")
 @click.option("--serve", is_flag=True, help="Then serve the app with gunicorn and the scheduler on.")
 @click.option("--port", default=5000, show_default=True)
-@click.option("--workers", default=2, show_default=True)
-def demo(serve: bool, port: int, workers: int) -> None:
+def demo(serve: bool, port: int) -> None:
     """Migrate the database, load demo data once, print the login (and serve)."""
     upgrade(revision="heads")
     org = load_demo(now=datetime.now(UTC), hash_method=current_app.config["PASSWORD_HASH_METHOD"])
@@ -98,9 +97,9 @@ def demo(serve: bool, port: int, workers: int) -> None:
         db.session.remove()
         gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
         os.environ.setdefault("SCHEDULER_ENABLED", "1")
-        os.execv(gunicorn, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                            "--no-control-socket", "--access-logfile", "-",
-                            "--logger-class", "invoicing.logredact.RedactingGunicornLogger", "wsgi:app"])
+        os.execv(gunicorn, [gunicorn, "-c", "python:invoicing.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+                            "wsgi:app"])  # the container's server settings
+
 
 
 @click.command("backup")

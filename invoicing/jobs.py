@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from invoicing.models import JobRun
 from invoicing.services.db import atomic, begin_write
 
 log = logging.getLogger(__name__)
+_COUNT = re.compile(r"\b[1-9]\d*\b")  # a non-zero number in a job's outcome: it did something
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = Fa
         finish(name, now=now, outcome="failed", error=f"{exc.__class__.__name__}: {exc}")
         raise
     finish(name, now=now, outcome=outcome)
+    # One line per scheduled run that did something (an outcome counts what it did); idle runs at DEBUG.
+    level = logging.INFO if _COUNT.search(outcome) and not force else logging.DEBUG
+    log.log(level, "job %s slot %s: %s", name, slot_of(now, job.every_seconds).isoformat(), outcome)
     return outcome
 
 

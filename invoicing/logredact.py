@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -16,7 +17,19 @@ def redact(text: str) -> str:
 
 
 class RedactingGunicornLogger(Logger):
-    """gunicorn --logger-class invoicing.logredact.RedactingGunicornLogger: request line, path and Referer."""
+    """gunicorn's logger (invoicing/gunicorn_conf.py): tokens out of the request line, path and Referer."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self.error_log.addFilter(_ERROR_LOG_FILTER)  # at LOG_LEVEL=DEBUG gunicorn logs every request's path
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        # A client that went silent mid-request hit the socket timeout (gunicorn_conf.SOCKET_TIMEOUT): routine,
+        # not a traceback. gunicorn logs it as a socket error.
+        if msg == "Socket error processing request." and isinstance(sys.exc_info()[1], TimeoutError):
+            self.debug("closed a connection whose client went silent")
+            return
+        super().exception(msg, *args, **kwargs)
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         atoms = super().atoms(resp, req, environ, request_time)
@@ -32,3 +45,6 @@ class RedactingFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+_ERROR_LOG_FILTER = RedactingFilter()  # one instance: setup() runs again on every log reopen

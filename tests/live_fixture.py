@@ -36,6 +36,14 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
 
 @pytest.fixture(scope="session")
 def live_server_factory(app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
@@ -47,55 +55,50 @@ def live_server_factory(app: Flask, tmp_path_factory: pytest.TempPathFactory) ->
 
     def start(**extra: str) -> LiveServer:
         key = tuple(sorted(extra.items()))
-        if key in servers:
-            return servers[key]
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "BASE_URL": url,
-            "PASSWORD_HASH_METHOD": app.config["PASSWORD_HASH_METHOD"],
-            "SCHEDULER_ENABLED": "0",
-            "PYTHONPATH": str(ROOT),
-            **extra,
-        }
-        for name in ("INVOICING_DEMO", "FLASK_DEBUG"):
-            env.pop(name, None)
-        log_path = tmp_path_factory.mktemp("live") / "gunicorn.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--no-control-socket", "--timeout", "60", "--access-logfile", "-",
-             "--logger-class", "invoicing.logredact.RedactingGunicornLogger", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        server = LiveServer(url, process, log_path)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gunicorn did not start at {url}:\n{server.log()[-3000:]}")
-            time.sleep(0.1)
-        servers[key] = server
-        return server
+        if key not in servers:
+            servers[key] = start_live_server(app, tmp_path_factory.mktemp("live") / "gunicorn.log", **extra)
+        return servers[key]
 
     yield start
     for server in servers.values():
-        server.process.terminate()
+        server.stop()
+
+
+def start_live_server(app: Flask, log_path: Path, **extra: str) -> LiveServer:
+    """gunicorn with the shared server settings (invoicing/gunicorn_conf.py), on the tests' database."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "BASE_URL": url,
+        "PASSWORD_HASH_METHOD": app.config["PASSWORD_HASH_METHOD"],
+        "SCHEDULER_ENABLED": "0",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+    for name in ("INVOICING_DEMO", "FLASK_DEBUG"):
+        env.pop(name, None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:invoicing.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+             "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(url, process, log_path)
+    deadline = time.monotonic() + 20
+    while True:
         try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"gunicorn did not start at {url}:\n{server.log()[-3000:]}")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
