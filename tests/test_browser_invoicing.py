@@ -95,7 +95,7 @@ def test_it_exports_the_ticked_rows_as_csv_from_the_list(live_server_factory, pa
     page.goto(f"{server.url}/admin/invoices")
     page.get_by_label(f"Select {first.number}").check()
     page.get_by_label(f"Select Draft #{second.id}").check()
-    page.get_by_label("Bulk action").select_option("export")
+    page.get_by_label("Action", exact=True).select_option("export")
     with page.expect_download() as download:
         page.get_by_role("button", name="Apply to selected").click()
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))

@@ -64,6 +64,8 @@ def test_it_answers_while_idle_and_trickling_connections_are_held_open(app, live
     port = int(server.url.rsplit(":", 1)[1])
     staff = Browser(server.url)
     assert staff.log_in(world.alice.email, PASSWORD)[1].endswith("/admin/")
+    for path in ("/healthz", pay, "/admin/invoices"):  # warm: first renders compile templates, fill caches
+        assert staff.open(path, timeout=10)[0] == 200
 
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]  # pre-connected, never used
     stop = threading.Event()
