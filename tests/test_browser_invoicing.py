@@ -87,11 +87,7 @@ def test_it_exports_the_ticked_rows_as_csv_from_the_list(live_server_factory, pa
     first, second = make_invoice(world.client_a, status="open"), make_invoice(world.client_a, project_ref="Roof")
     make_invoice(world.client_a, status="open")  # not ticked: not exported
     server = live_server_factory()
-    page.goto(f"{server.url}/admin/login")
-    page.get_by_label("Email").fill(world.alice.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{server.url}/admin/")
+    log_in(page, server, world.alice)
     page.goto(f"{server.url}/admin/invoices")
     page.get_by_label(f"Select {first.number}").check()
     page.get_by_label(f"Select Draft #{second.id}").check()

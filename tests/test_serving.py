@@ -99,7 +99,7 @@ def test_it_answers_while_idle_and_trickling_connections_are_held_open(app, live
 
 
 def test_it_refuses_the_sixth_login_attempt_a_minute_across_the_served_app(live_server_factory, world):
-    server = live_server_factory(RATELIMIT_STORAGE_URI="memory://")  # the default, in a server of its own
+    server = live_server_factory(RATELIMIT_ENABLED="1", RATELIMIT_STORAGE_URI="memory://")  # the default, own server
     statuses = [Browser(server.url).log_in(world.alice.email, "wrong password")[0] for _ in range(5)]
     assert statuses == [400] * 5
     browser = Browser(server.url)
