@@ -31,16 +31,16 @@ from invoicing.mail import enqueue, render_email, sender_for
 from invoicing.models import CheckoutSession, Client, Invoice, OutboxEmail, Payment
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
+from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.payments import admin_emails, apply_payment, record_method
+from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
 log = logging.getLogger(__name__)
 
 REUSE_MARGIN = timedelta(minutes=10)  # an open session closer than this to its expiry is not handed out again
 KEY_BUCKET_SECONDS = 3600  # the idempotency key changes every hour, so an old expired session is not replayed
-COUNTED = ("succeeded", "partially_refunded", "refunded")
 PROVIDER_METHODS = ("card", "sandbox")
 WEBHOOK_ACTOR = Actor.system("payment provider")
 RETURN_ACTOR = Actor.system("checkout return page")
@@ -424,10 +424,8 @@ def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool
         invoice = payment.invoice
         subject = (f"Payment failed: {format_money(payment.amount, payment.currency)} by {payment.method_label} "
                    f"on invoice {invoice.number}, now open again")
-        for admin in admin_emails(invoice):
-            queue_email("payment_failed_admin", "payment_failed_admin", invoice, to=admin, subject=subject,
-                        dedupe_key=f"payment_failed_admin:{payment.id}:{admin}", site=site, now=now, payment=payment,
-                        admin_url=f"{site.base_url}/admin/invoices/{invoice.id}")
+        email_admins(invoice, kind="payment_failed_admin", subject=subject, key=f"payment_failed_admin:{payment.id}",
+                     now=now, site=site, payment=payment)
         to = _recipient(invoice)
         if not to:
             return False

@@ -13,13 +13,13 @@ from sqlalchemy import select
 from invoicing.extensions import db
 from invoicing.models import Invoice, Payment
 from invoicing.money import format_plain
+from invoicing.services.payments import COUNTED
 
 COLUMNS = (
     "Number", "Status", "Badges", "Client", "Client email", "Issue date", "Due date", "Currency", "Subtotal",
     "Discount", "Tax", "Total", "Paid", "Amount due", "Sent at", "Viewed at", "Paid at", "Project", "Void reason",
     "Invoice id", "Paid with",
 )
-COUNTED = ("succeeded", "partially_refunded", "refunded")
 BATCH = 500
 
 

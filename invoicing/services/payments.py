@@ -57,7 +57,7 @@ def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
     payments = db.session.execute(
         select(Payment).where(Payment.invoice_id == invoice.id).execution_options(populate_existing=True)
     ).scalars().all()
-    invoice.amount_paid = sum(p.amount - p.amount_refunded for p in payments if p.status in _COUNTED)
+    invoice.amount_paid = sum(p.amount - p.amount_refunded for p in payments if p.status in COUNTED)
     if invoice.status in ("draft", "void"):
         return
     if invoice.amount_paid >= invoice.total:
@@ -72,7 +72,7 @@ def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
         invoice.paid_at = None
 
 
-_COUNTED = ("succeeded", "partially_refunded", "refunded")
+COUNTED = ("succeeded", "partially_refunded", "refunded")
 
 
 def apply_payment(
@@ -352,7 +352,7 @@ def apply_refund(
                 _fill_in(existing, provider_refund_id=provider_refund_id, idempotency_key=idempotency_key,
                          reason=reason.strip(), created_by_id=actor.id if actor.type == "user" else None)
                 return existing
-        if payment.status not in _COUNTED:
+        if payment.status not in COUNTED:
             raise DomainError("Only a succeeded payment can be refunded.")
         if not 0 < amount <= payment.amount - payment.amount_refunded:
             raise DomainError("The refund must be above zero and at most what is left of the payment.")
