@@ -561,6 +561,24 @@ class InvoicePdf(Model):
     __table_args__ = (UniqueConstraint("invoice_id", "version"),)
 
 
+class TemplateOverride(Model):
+    """One saved version of the staff's text for what clients receive (an email's subject and body, the PDF's
+    notes). Never updated: each save adds a row, the latest per organization and template is active, and a
+    reset adds a row with `is_default` (the app's own text again) so every earlier version stays on record."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    template: Mapped[str] = mapped_column(String(40))  # invoice, reminder, receipt, payment_failed, pdf
+    parts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # {"subject": ..., "body": ...}
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    created_by: Mapped[User | None] = relationship()
+
+    __table_args__ = (Index("ix_template_override_latest", "organization_id", "template", "id"),)
+
+
 class CheckoutSession(Model):
     """A hosted checkout opened for an invoice: reused on a double click, expired when the invoice is paid."""
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
 from invoicing.models import Invoice, InvoicePdf, utcnow
+from invoicing.services import client_texts
 from invoicing.services.db import atomic
 from invoicing.services.paylinks import link_for
 
@@ -81,7 +82,13 @@ def _template_digest(name: str) -> str:
     return digest.hexdigest()
 
 
-def version_of(invoice: Invoice, pay_url: str | None) -> str:
+def texts_for(invoice: Invoice, pay_url: str | None) -> dict[str, str]:
+    """The organization's PDF texts (header note, payment instructions, terms, footer) filled in."""
+    values = client_texts.invoice_values(invoice, pay_url=pay_url)
+    return client_texts.for_sending("pdf", invoice, values, now=utcnow(), alert_in_own_transaction=True)
+
+
+def version_of(invoice: Invoice, pay_url: str | None, texts: dict[str, str] | None = None) -> str:
     """A hash of everything the PDF shows."""
     org, client = invoice.organization, invoice.client
     shown: dict[str, Any] = {
@@ -99,14 +106,16 @@ def version_of(invoice: Invoice, pay_url: str | None) -> str:
                 hashlib.sha256(org.logo).hexdigest() if org.logo else None],
         # The link itself is a capability: only its hash goes into the version.
         "pay_url": hashlib.sha256(pay_url.encode()).hexdigest() if pay_url else None,
+        "texts": texts if texts is not None else texts_for(invoice, pay_url),
     }
     return hashlib.sha256(json.dumps(shown, default=str, sort_keys=True).encode()).hexdigest()
 
 
-def render_html(invoice: Invoice, pay_url: str | None) -> str:
+def render_html(invoice: Invoice, pay_url: str | None, texts: dict[str, str] | None = None) -> str:
     org = invoice.organization
     return render_template(TEMPLATE, invoice=invoice, organization=org, client=invoice.client, pay_url=pay_url,
-                           logo_uri=logo_data_uri(org.logo, org.logo_mime))
+                           logo_uri=logo_data_uri(org.logo, org.logo_mime),
+                           texts=texts if texts is not None else texts_for(invoice, pay_url))
 
 
 def _weasyprint() -> Any:
@@ -143,13 +152,14 @@ def invoice_pdf(invoice: Invoice, *, pay_url: str | None = None, now: datetime |
     transaction: storing the rendering commits its own.
     """
     url = pay_url if pay_url is not None else pay_url_for(invoice)
-    version = version_of(invoice, url)
+    texts = texts_for(invoice, url)
+    version = version_of(invoice, url, texts)
     stored = db.session.execute(
         select(InvoicePdf.content).where(InvoicePdf.invoice_id == invoice.id, InvoicePdf.version == version)
     ).scalar_one_or_none()
     if stored is not None:
         return bytes(stored)
-    content = html_to_pdf(render_html(invoice, url))
+    content = html_to_pdf(render_html(invoice, url, texts))
     invoice_id = invoice.id
     try:
         with atomic():

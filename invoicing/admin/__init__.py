@@ -12,5 +12,6 @@ from invoicing.admin import (  # noqa: E402,F401
     payments,  # the webhook inbox, refunds, the invoice page's money panel
     pdf,  # invoice PDF download
     settings,  # organization settings, staff users, superadmin organization switch
+    texts,  # client emails and PDF texts, edited by admins
     views,  # login, dashboard
 )

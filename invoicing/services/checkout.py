@@ -30,7 +30,7 @@ from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayE
 from invoicing.mail import enqueue, render_email, sender_for
 from invoicing.models import CheckoutSession, Client, Invoice, OutboxEmail, Payment
 from invoicing.money import format_money
-from invoicing.services import DomainError, NotFound
+from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
@@ -408,9 +408,10 @@ def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: 
         to = _recipient(invoice, payer_email)
         if not to:
             return False
-        subject = f"Receipt {payment.receipt_number} for invoice {invoice.number} from {invoice.organization.name}"
-        return queue_email("receipt", "receipt", invoice, to=to, subject=subject, dedupe_key=key, site=site, now=now,
-                      payment=payment) is not None
+        texts = client_texts.for_sending("receipt", invoice, client_texts.payment_values(
+            payment, pay_url=site.pay_url(invoice)), now=now)
+        return queue_email("receipt", "receipt", invoice, to=to, subject=texts["subject"], dedupe_key=key, site=site,
+                           now=now, payment=payment, texts=texts) is not None
 
 
 def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool:
@@ -429,9 +430,11 @@ def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool
         to = _recipient(invoice)
         if not to:
             return False
-        subject = f"Your payment for invoice {invoice.number} did not go through"
-        return queue_email("payment_failed", "payment_failed", invoice, to=to, subject=subject,
-                      dedupe_key=f"payment_failed:{payment.id}", site=site, now=now, payment=payment) is not None
+        texts = client_texts.for_sending("payment_failed", invoice, client_texts.payment_values(
+            payment, pay_url=site.pay_url(invoice)), now=now)
+        return queue_email("payment_failed", "payment_failed", invoice, to=to, subject=texts["subject"],
+                           dedupe_key=f"payment_failed:{payment.id}", site=site, now=now, payment=payment,
+                           texts=texts) is not None
 
 
 # --- closing sessions that should no longer be paid -------------------------------------------------------

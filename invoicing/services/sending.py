@@ -13,17 +13,12 @@ from sqlalchemy import select
 from invoicing.extensions import db
 from invoicing.mail import enqueue, render_email, sender_for
 from invoicing.models import Invoice, OutboxEmail
-from invoicing.money import format_money
-from invoicing.services import DomainError
+from invoicing.services import DomainError, client_texts
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
 from invoicing.services.invoices import finalize, local_today
 from invoicing.services.paylinks import link_for
 from invoicing.services.site import Site
-
-
-def _date(value: date) -> str:
-    return value.strftime("%b %-d, %Y")
 
 
 def invoice_label(invoice: Invoice) -> str:
@@ -54,14 +49,17 @@ def _keep_link_alive(invoice: Invoice, today: date, expiry_days: int) -> None:
         invoice.link_expires_on = max(floor, invoice.due_date + timedelta(days=expiry_days))
 
 
-def _queue(invoice: Invoice, *, kind: str, to: str, subject: str, dedupe_key: str, config: Site,
+def _queue(invoice: Invoice, *, kind: str, to: str, dedupe_key: str, config: Site,
            now: datetime, today: date) -> OutboxEmail | None:
+    """The invoice or reminder email: the organization's subject and opening text in the app's layout."""
     organization = invoice.organization
     link = link_for(invoice, secret_key=config.secret_key, base_url=config.base_url)
+    texts = client_texts.for_sending(kind, invoice, client_texts.invoice_values(invoice, pay_url=link.url, today=today),
+                                     now=now)
+    subject = texts["subject"]
     text, html = render_email(
         "invoice", subject=subject, organization=organization, invoice=invoice, client=invoice.client,
-        lines=invoice.lines, pay_url=link.url, amount_due=invoice.total - invoice.amount_paid,
-        reminder=kind == "reminder", overdue=invoice.is_overdue(today), today=today,
+        lines=invoice.lines, pay_url=link.url, amount_due=invoice.total - invoice.amount_paid, texts=texts,
     )
     from_addr, reply_to = sender_for(organization, config.mail_sender)
     return enqueue(
@@ -110,10 +108,7 @@ def send_invoice(
         _keep_link_alive(invoice, today, expiry_days)
         invoice.sent_count += 1
         invoice.sent_at = now
-        due = format_money(invoice.total - invoice.amount_paid, invoice.currency)
-        subject = (f"Invoice {invoice.number} from {invoice.organization.name} — {due} due "
-                   f"{_date(invoice.due_date)}")
-        email = _queue(invoice, kind="invoice", to=recipient, subject=subject, config=config, now=now, today=today,
+        email = _queue(invoice, kind="invoice", to=recipient, config=config, now=now, today=today,
                        dedupe_key=request_dedupe or f"invoice:{invoice.id}:send:{invoice.sent_count}")
         if email is None:  # another request sent this very version a moment ago
             raise DomainError(f"Invoice {invoice.number} was just sent; reload the page.")
@@ -147,10 +142,7 @@ def send_reminder(
         recipient = _recipient(invoice, to)
         today = local_today(invoice.organization, now)
         _keep_link_alive(invoice, today, expiry_days)
-        due = format_money(invoice.total - invoice.amount_paid, invoice.currency)
-        when = f"was due {_date(invoice.due_date)}" if invoice.is_overdue(today) else f"due {_date(invoice.due_date)}"
-        subject = f"Reminder: invoice {invoice.number} from {invoice.organization.name} — {due} {when}"
-        email = _queue(invoice, kind="reminder", to=recipient, subject=subject, config=config, now=now, today=today,
+        email = _queue(invoice, kind="reminder", to=recipient, config=config, now=now, today=today,
                        dedupe_key=f"invoice:{invoice.id}:reminder:{today.isoformat()}")
         if email is None:
             return None
