@@ -228,17 +228,18 @@ def _compile(source: str) -> Any:
         raise TemplateProblem(f"Keep it under {MAX_SOURCE} characters.")
     try:
         tree = _ENV.parse(source)
+        for node_type, label in FORBIDDEN.items():
+            if tree.find(node_type) is not None:
+                raise TemplateProblem(f"{{% {label} %}} is not available here: use placeholders, if and for.")
+        for loop in tree.find_all(nodes.For):
+            if loop.recursive:
+                raise TemplateProblem("Recursive loops are not available here.")
+            loop.iter = nodes.Filter(loop.iter, GUARD, [], [], None, None, lineno=loop.lineno)
+        code = _ENV.compile(tree)  # an unknown filter or test is found here
     except TemplateError as exc:
         line = getattr(exc, "lineno", None)
         raise TemplateProblem(f"Syntax error{f' on line {line}' if line else ''}: {exc.message}") from exc
-    for node_type, label in FORBIDDEN.items():
-        if tree.find(node_type) is not None:
-            raise TemplateProblem(f"{{% {label} %}} is not available here: use placeholders, if and for.")
-    for loop in tree.find_all(nodes.For):
-        if loop.recursive:
-            raise TemplateProblem("Recursive loops are not available here.")
-        loop.iter = nodes.Filter(loop.iter, GUARD, [], [], None, None, lineno=loop.lineno)
-    return _ENV.template_class.from_code(_ENV, _ENV.compile(tree), _ENV.make_globals(None), None)
+    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
 
 
 def render_part(source: str, values: Mapping[str, Any], *, limit: int = MAX_OUTPUT) -> str:
