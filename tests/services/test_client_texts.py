@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from datetime import UTC, datetime, timedelta
 
 from pypdf import PdfReader
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from invoicing.services.audit import Actor
 from invoicing.services.checkout import start_checkout
 from invoicing.services.sending import send_invoice, send_reminder
 from tests.conftest import NOW, SYSTEM, make_invoice, make_user
-from tests.pay.support import receipts, sandbox, site
+from tests.pay.support import pay_path, receipts, sandbox, site
 
 MAIL = dict(base_url="http://billing.test", secret_key="test-secret-key-" + "x" * 32,
             default_sender="Billing <billing@example.test>")
@@ -137,3 +138,19 @@ def test_it_prints_the_pdf_header_note_payment_instructions_terms_and_footer(app
     client_texts.reset_texts(world.org_a.id, "pdf", actor=Actor.user(world.alice), now=NOW)
     after = pdf_text(pdf.invoice_pdf(invoice))
     assert "IBAN DE00 1234" in after and "VAT FR123" not in after and "(reference" not in after
+
+
+def test_it_uses_the_payment_failed_text(client, runner, world, time_machine):
+    time_machine.move_to(NOW, tick=True)  # the pay page runs on the clock; the invoice is dated NOW
+    save(world, "payment_failed", subject="{{ invoice_number }}: your {{ payment_amount }} bounced",
+         body="{{ payment_method }} said: {{ failure_reason }}. Still due: {{ amount_due }}.")
+    invoice = make_invoice(world.client_a, status="open")
+    checkout = client.post(pay_path(invoice)).headers["Location"].removeprefix("http://billing.test")
+    client.post(checkout, data={"account": "000111111113"})  # accepted, then the account is closed
+    time_machine.move_to(datetime.now(UTC) + timedelta(minutes=3))
+    assert "settled 1 payment(s)" in runner.invoke(args=["billing", "sandbox-settle"]).output
+    [email] = emails("payment_failed")
+    assert email.subject == "2026-0001: your $270.00 bounced"
+    assert ("ACH bank debit, SANDBOX TEST BANK •••• 1113 (sandbox, no money moved) said: The bank account is "
+            "closed. Still due: $270.00.") in email.text_body
+    assert "You can pay again here: http://billing.test/pay/" in email.text_body
