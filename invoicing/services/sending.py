@@ -18,7 +18,6 @@ from invoicing.services import DomainError
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
 from invoicing.services.invoices import finalize, local_today
-from invoicing.services.paylinks import link_for
 from invoicing.services.site import Site
 
 
@@ -57,10 +56,9 @@ def _keep_link_alive(invoice: Invoice, today: date, expiry_days: int) -> None:
 def _queue(invoice: Invoice, *, kind: str, to: str, subject: str, dedupe_key: str, config: Site,
            now: datetime, today: date) -> OutboxEmail | None:
     organization = invoice.organization
-    link = link_for(invoice, secret_key=config.secret_key, base_url=config.base_url)
     text, html = render_email(
         "invoice", subject=subject, organization=organization, invoice=invoice, client=invoice.client,
-        lines=invoice.lines, pay_url=link.url, amount_due=invoice.total - invoice.amount_paid,
+        lines=invoice.lines, pay_url=config.pay_url(invoice), amount_due=invoice.total - invoice.amount_paid,
         reminder=kind == "reminder", overdue=invoice.is_overdue(today), today=today,
     )
     from_addr, reply_to = sender_for(organization, config.mail_sender)
