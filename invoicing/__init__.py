@@ -83,7 +83,8 @@ def _refuse_unknown_host() -> None:
     from invoicing.services.organizations import is_known_host
 
     if request.path != "/healthz" and not is_known_host(request.host, base_url=current_app.config["BASE_URL"]):
-        abort(404)
+        abort(404, description="This server does not answer at this address. Open it at the address it was set "
+                               "up with (BASE_URL) or at an organization's own public URL.")
 
 
 def _refuse_nul() -> None:

@@ -217,6 +217,7 @@ def test_it_sends_pay_links_on_the_organizations_own_host_and_answers_only_known
     assert visitor.get(path, base_url="http://billing.test").status_code == 200  # BASE_URL still answers
     stranger = visitor.get(path, base_url="https://evil.test")
     assert stranger.status_code == 404 and "2026-0001" not in stranger.text
+    assert "This server does not answer at this address" in stranger.text
     assert visitor.get("/admin/login", base_url="https://evil.test").status_code == 404
     assert visitor.get("/healthz", base_url="https://evil.test").status_code == 200  # container health checks
 
