@@ -67,12 +67,24 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(webhooks.bp)  # authenticated by the provider's signature instead
     cli.init_app(app)
     _register_errors(app)
+    app.before_request(_refuse_unknown_host)
     app.before_request(_refuse_nul)
     app.after_request(_headers)
     app.add_url_rule("/healthz", "healthz", _healthz)
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
     app.add_url_rule("/", "index", lambda: app.redirect("/admin/"))
     return app
+
+
+def _refuse_unknown_host() -> None:
+    """Answer only for our own addresses: BASE_URL's host, an organization's public URL host, or the machine's
+    loopback names. Any other name pointed at this server gets a 404 (never a page that builds on a foreign
+    Host). /healthz answers on any host: container health checks call it by whatever address they have."""
+    from invoicing.services.organizations import is_known_host
+
+    if request.path != "/healthz" and not is_known_host(request.host, base_url=current_app.config["BASE_URL"]):
+        abort(404, description="This server does not answer at this address. Open it at the address it was set "
+                               "up with (BASE_URL) or at an organization's own public URL.")
 
 
 def _refuse_nul() -> None:

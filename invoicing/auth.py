@@ -28,7 +28,8 @@ def load_user(user_id: str) -> User | None:
     if kind == "user" and ident.isdigit():
         # The organization comes in the same statement: every staff page shows its name.
         user = db.session.get(User, int(ident), options=[joinedload(User.organization)])
-        return user if user is not None and user.active else None
+        archived = user is not None and user.organization is not None and user.organization.is_archived
+        return user if user is not None and user.active and not archived else None
     return None
 
 
@@ -44,6 +45,18 @@ def staff_required(view: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not is_staff():
             return login_manager.unauthorized()
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def superadmin_only(view: F) -> F:
+    """Superadmins only; anyone else, signed in or not, gets the 404 of a missing page (nothing to discover)."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not is_staff() or not current_user.is_superadmin:
+            abort(404)
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from invoicing import jobs
 from invoicing.extensions import db
-from invoicing.models import Invoice, Organization, OutboxEmail
+from invoicing.models import Invoice, Organization, OutboxEmail, not_archived
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, begin_write
@@ -234,7 +234,8 @@ def _claim_next(now: datetime) -> int | None:
         begin_write()
         email = db.session.execute(
             select(OutboxEmail)
-            .where(OutboxEmail.status.in_(("queued", "sending")), OutboxEmail.next_attempt_at <= now)
+            .where(OutboxEmail.status.in_(("queued", "sending")), OutboxEmail.next_attempt_at <= now,
+                   not_archived(OutboxEmail.organization_id))
             .order_by(OutboxEmail.next_attempt_at, OutboxEmail.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -315,7 +316,8 @@ def hold_due(now: datetime) -> int:
     with atomic():
         result = db.session.execute(
             update(OutboxEmail)
-            .where(OutboxEmail.status.in_(("queued", "sending")), OutboxEmail.next_attempt_at <= now)
+            .where(OutboxEmail.status.in_(("queued", "sending")), OutboxEmail.next_attempt_at <= now,
+                   not_archived(OutboxEmail.organization_id))
             .values(status="held", next_attempt_at=None, last_error=NO_SERVER)
         )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -370,7 +372,8 @@ def deliver_mail(now: datetime, dry_run: bool) -> str:
     if dry_run:
         due = db.session.execute(
             select(func.count()).select_from(OutboxEmail)
-            .where(OutboxEmail.status.in_(("queued", "sending")), OutboxEmail.next_attempt_at <= now)
+            .where(OutboxEmail.status.in_(("queued", "sending")), OutboxEmail.next_attempt_at <= now,
+                   not_archived(OutboxEmail.organization_id))
         ).scalar_one()
         db.session.rollback()
         action = "send" if mail_configured() else "hold (no MAIL_SERVER)"

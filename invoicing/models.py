@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    exists,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -90,9 +91,24 @@ class Organization(Model):
     payment_instructions: Mapped[str] = mapped_column(Text, default="")
     reminder_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Its own address for clients (e.g. https://billing.acme.test): every link in its emails and PDFs starts
+    # here instead of BASE_URL. Stored normalized (scheme://host[:port], lower case), so UNIQUE means one host.
+    public_url: Mapped[str | None] = mapped_column(String(200), unique=True, index=True)
+    # Archived: its staff cannot log in, its pay links answer 410, the scheduler skips it; nothing is deleted.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     def __repr__(self) -> str:
         return f"<Organization {self.slug}>"
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+
+def not_archived(organization_id: Any) -> Any:
+    """A WHERE clause for scheduler work: rows of an archived organization wait until it is restored (rows of no
+    organization pass)."""
+    return ~exists().where(Organization.id == organization_id, Organization.archived_at.is_not(None))
 
 
 ROLES = ("superadmin", "admin", "staff")

@@ -28,7 +28,7 @@ from invoicing.extensions import db
 from invoicing.models import Invoice, InvoicePdf, utcnow
 from invoicing.services import client_texts
 from invoicing.services.db import atomic
-from invoicing.services.paylinks import link_for
+from invoicing.services.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ def pay_url_for(invoice: Invoice) -> str | None:
     """The pay link printed on the PDF: only while the invoice can be paid."""
     if invoice.status != "open":
         return None
-    config = current_app.config
-    return link_for(invoice, secret_key=config["SECRET_KEY"], base_url=config["BASE_URL"]).url
+    return Site.from_config(current_app.config).pay_url(invoice)
 
 
 def logo_data_uri(logo: bytes | None, mime: str | None) -> str | None:

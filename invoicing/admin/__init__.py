@@ -8,10 +8,11 @@ from invoicing.admin import (  # noqa: E402,F401
     clients,  # clients and contacts (staff invoicing)
     invites,  # accepting a staff invitation (public: the emailed link)
     invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)
+    organizations,  # the superadmin's organizations: switch, create, rename, public URL, archive, first admin
     outbox,  # the outbox: queued and sent emails, previews
     payments,  # the webhook inbox, refunds, the invoice page's money panel
     pdf,  # invoice PDF download
-    settings,  # organization settings, staff users, superadmin organization switch
+    settings,  # organization settings, staff users
     texts,  # client emails and PDF texts, edited by admins
     views,  # login, dashboard
 )

@@ -43,7 +43,6 @@ from invoicing.services.invoices import (
     update_draft,
     void_invoice,
 )
-from invoicing.services.paylinks import link_for
 from invoicing.services.payments import record_manual_payment
 from invoicing.services.site import Site
 
@@ -314,9 +313,7 @@ def edit_invoice(invoice_id: int) -> ResponseReturnValue:
 def _detail_page(invoice: Invoice, *, status: int = 200, error: str = "", **forms: Any) -> ResponseReturnValue:
     now = _now()
     today = local_today(invoice.organization, now)
-    config = current_app.config
-    pay_link = link_for(invoice, secret_key=config["SECRET_KEY"], base_url=config["BASE_URL"]) \
-        if invoice.status == "open" else None
+    pay_link = _mail_config().pay_url(invoice) if invoice.status == "open" else None
     payment_form = forms.get("payment_form") or PaymentForm(
         currency=invoice.currency, formdata=None, prefix="payment", method="bank_transfer", paid_on=today,
         amount=format_plain(max(invoice.total - invoice.amount_paid, 0), invoice.currency),

@@ -1,4 +1,4 @@
-"""Organization settings, staff users, and the superadmin's organization switch."""
+"""Organization settings and staff users (the superadmin's organizations: admin/organizations.py)."""
 
 from __future__ import annotations
 
@@ -243,18 +243,3 @@ def password() -> ResponseReturnValue:
             return redirect(url_for("admin.dashboard"), 303)
     status = 400 if request.method == "POST" else 200
     return render_template("admin/settings_password.html", form=form), status
-
-
-@bp.route("/organization", methods=["GET", "POST"])
-@role_required("superadmin")
-def switch_organization() -> ResponseReturnValue:
-    if request.method == "POST":
-        raw = request.form.get("organization_id", "")
-        org = svc.organization_to_act_in(current_user, int(raw) if raw.isdigit() else None)
-        if org is None:
-            session.pop(ACTING_ORG, None)
-        else:
-            session[ACTING_ORG] = org.id
-        flash(f"Acting in {org.name}." if org else "Seeing every organization.")
-        return redirect(url_for("admin.dashboard"), 303)
-    return render_template("admin/settings_organizations.html", organizations=svc.list_organizations())

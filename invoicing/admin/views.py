@@ -36,7 +36,11 @@ def _login_email_key() -> str:
 def login() -> Response | tuple[str, int]:
     form = LoginForm()
     if form.validate_on_submit():
-        user = users.authenticate(form.email.data or "", form.password.data or "", now=_now())
+        try:
+            user = users.authenticate(form.email.data or "", form.password.data or "", now=_now())
+        except users.OrganizationArchived as exc:
+            form.form_errors.append(str(exc))
+            return render_template("admin/login.html", form=form), 403
         if user is not None:
             login_user(user)
             return redirect(_safe_next(request.args.get("next")), code=303)

@@ -52,7 +52,7 @@ def email_admins(invoice: Invoice, *, kind: str, subject: str, key: str, now: da
     site = site or Site.from_config(current_app.config)
     organization = invoice.organization
     text, html = render_email(kind, organization=organization, invoice=invoice, subject=subject,
-                              admin_url=site.url(f"/admin/invoices/{invoice.id}"), **context)
+                              admin_url=site.url(f"/admin/invoices/{invoice.id}", invoice.organization), **context)
     sender, reply_to = sender_for(organization, site.mail_sender)
     queued = 0
     for to in admin_emails(invoice):

@@ -409,7 +409,7 @@ def _alert(invoice: Invoice, kind: Kind, override: TemplateOverride, error: str,
     with atomic() if own_transaction else nullcontext():  # the PDF renders outside any write transaction
         email_admins(invoice, kind="template_failed", subject=subject, key=f"template_failed:{override.id}",
                      now=now, site=site, kind_label=kind.label, error=error,
-                     editor_url=site.url(f"/admin/settings/texts/{kind.name}"))
+                     editor_url=site.url(f"/admin/settings/texts/{kind.name}", invoice.organization))
 
 
 def _date(value: date | None) -> str:

@@ -307,7 +307,7 @@ def _on_dispute_created(event: Event, ctx: Context) -> str:
         for to in admin_emails(invoice):
             queue_email("dispute", "dispute", invoice, to=to, dedupe_key=f"dispute:{dispute.id}:{to}", site=ctx.site,
                    now=ctx.now, subject=f"Payment disputed: invoice {invoice.number}", payment=payment,
-                   dispute=dispute, admin_url=f"{ctx.site.base_url}/admin/invoices/{invoice.id}")
+                   dispute=dispute, admin_url=ctx.site.url(f"/admin/invoices/{invoice.id}", invoice.organization))
     return f"invoice {payment.invoice_id} flagged as disputed"
 
 

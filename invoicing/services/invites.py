@@ -59,7 +59,7 @@ def _queue_invitation(user: User, organization: Organization, *, actor: Actor, s
     token = invitation_token(user, secret_key=site.secret_key, now=now)
     subject = f"You are invited to {organization.name} on Invoicing"
     text, html = render_email("staff_invite", organization=organization, subject=subject, user=user,
-                              invited_by=actor.label, invite_url=site.url(f"/admin/invite/{token}"),
+                              invited_by=actor.label, invite_url=site.url(f"/admin/invite/{token}", organization),
                               valid_days=VALID_FOR.days)
     sender, reply_to = sender_for(organization, site.mail_sender)
     # One email per invitation state: a double-submitted form finds the same key and queues nothing.
@@ -95,6 +95,9 @@ def _invite(organization_id: int, *, email: str, name: str, role: str, actor: Ac
         organization = db.session.get(Organization, organization_id)
         if organization is None:
             raise NotFound("Organization not found.")
+        if organization.is_archived:
+            raise SettingsInvalid({"organization": f"{organization.name} is archived: un-archive it before inviting "
+                                                   "anyone."})
         existing = find_user(email)
         if existing is not None:
             if existing.organization_id == organization.id and existing.is_invited and existing.active:
@@ -165,6 +168,8 @@ def _check(token: str, *, secret_key: str, now: datetime, lock: bool = False) ->
         raise InvitationInvalid(404, "not found")
     if not user.is_invited or not user.active or _fingerprint(user) != fingerprint:
         raise InvitationInvalid(410, "used")
+    if user.organization is not None and user.organization.is_archived:
+        raise InvitationInvalid(410, "archived")
     if now.timestamp() - issued > VALID_FOR.total_seconds():
         raise InvitationInvalid(410, "expired")
     return user

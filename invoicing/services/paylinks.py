@@ -21,7 +21,8 @@ class LinkNotFound(Exception):
 
 
 class LinkGone(Exception):
-    """The token was real but has expired, been replaced, or its invoice was voided (410)."""
+    """The token was real but has expired, been replaced, its invoice was voided or its organization archived
+    (410)."""
 
     def __init__(self, invoice: Invoice, reason: str):
         super().__init__(reason)
@@ -62,6 +63,8 @@ def resolve(token: str, *, secret_key: str, today: date) -> Invoice:
         if any(hmac.compare_digest(mac, _mac(secret_key, public_id, v)) for v in range(1, invoice.link_version)):
             raise LinkGone(invoice, "void" if invoice.status == "void" else "replaced")
         raise LinkNotFound(token)
+    if invoice.organization.is_archived:
+        raise LinkGone(invoice, "archived")
     if invoice.status == "void":
         raise LinkGone(invoice, "void")
     if invoice.status != "paid" and invoice.link_expires_on is not None and today > invoice.link_expires_on:

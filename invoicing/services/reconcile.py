@@ -7,6 +7,8 @@ same door as the webhooks (job `reconcile`, every 10 minutes; `flask billing rec
 - inbox events that failed (or were left half-applied by a crash) and have attempts left;
 - card payments whose receipt never reached the outbox.
 
+An archived organization's checkouts, payments and receipts wait until it is un-archived.
+
 Also the sandbox's "bank": job `sandbox-settle` settles its settles-later payments after a short delay, so
 the demo shows the processing -> paid path without a person standing in for the bank.
 """
@@ -24,7 +26,7 @@ from invoicing.extensions import db
 from invoicing.gateways import current_gateway
 from invoicing.gateways.base import Gateway, GatewayError
 from invoicing.jobs import register
-from invoicing.models import CheckoutSession, Invoice, OutboxEmail, Payment
+from invoicing.models import CheckoutSession, Invoice, OutboxEmail, Payment, not_archived
 from invoicing.services.audit import Actor
 from invoicing.services.checkout import (
     COUNTED,
@@ -79,6 +81,7 @@ def _sessions(report: Report, *, gateway: Gateway, site: Site, now: datetime, dr
     rows = db.session.execute(
         select(CheckoutSession.session_id, CheckoutSession.invoice_id).join(Invoice)
         .where(CheckoutSession.status == "open", CheckoutSession.provider == gateway.name,
+               not_archived(Invoice.organization_id),
                or_(CheckoutSession.created_at < now - SESSION_GRACE, CheckoutSession.expires_at < now,
                    Invoice.status.in_(("paid", "void")),
                    CheckoutSession.amount > Invoice.total - Invoice.amount_paid))
@@ -103,7 +106,8 @@ def _sessions(report: Report, *, gateway: Gateway, site: Site, now: datetime, dr
 def _processing(report: Report, *, gateway: Gateway, site: Site, now: datetime, dry_run: bool) -> None:
     payments = db.session.execute(
         select(Payment.id, Payment.payment_intent_id, Payment.checkout_session_id)
-        .where(Payment.status == "processing", Payment.method == gateway.method).order_by(Payment.id)
+        .where(Payment.status == "processing", Payment.method == gateway.method,
+               not_archived(Payment.organization_id)).order_by(Payment.id)
     ).all()
     report.payments = len(payments)
     if dry_run:
@@ -155,7 +159,7 @@ def _receipts(report: Report, *, site: Site, now: datetime, dry_run: bool) -> No
     missing = db.session.execute(
         select(Payment.id).where(
             Payment.status.in_(COUNTED), Payment.method.in_(PROVIDER_METHODS),
-            Payment.created_at > now - RECEIPT_WINDOW,
+            Payment.created_at > now - RECEIPT_WINDOW, not_archived(Payment.organization_id),
             ~exists().where(OutboxEmail.dedupe_key == "receipt:" + cast(Payment.id, String)),
         ).order_by(Payment.id)
     ).scalars().all()

@@ -17,7 +17,6 @@ from invoicing.services import DomainError, client_texts
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice
 from invoicing.services.invoices import finalize, local_today
-from invoicing.services.paylinks import link_for
 from invoicing.services.site import Site
 
 
@@ -53,13 +52,13 @@ def _queue(invoice: Invoice, *, kind: str, to: str, dedupe_key: str, config: Sit
            now: datetime, today: date) -> OutboxEmail | None:
     """The invoice or reminder email: the organization's subject and opening text in the app's layout."""
     organization = invoice.organization
-    link = link_for(invoice, secret_key=config.secret_key, base_url=config.base_url)
-    texts = client_texts.for_sending(kind, invoice, client_texts.invoice_values(invoice, pay_url=link.url, today=today),
+    pay_url = config.pay_url(invoice)
+    texts = client_texts.for_sending(kind, invoice, client_texts.invoice_values(invoice, pay_url=pay_url, today=today),
                                      now=now)
     subject = texts["subject"]
     text, html = render_email(
         "invoice", subject=subject, organization=organization, invoice=invoice, client=invoice.client,
-        lines=invoice.lines, pay_url=link.url, amount_due=invoice.total - invoice.amount_paid, texts=texts,
+        lines=invoice.lines, pay_url=pay_url, amount_due=invoice.total - invoice.amount_paid, texts=texts,
     )
     from_addr, reply_to = sender_for(organization, config.mail_sender)
     return enqueue(

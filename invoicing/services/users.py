@@ -108,14 +108,22 @@ def find_user(email: str) -> User | None:
     ).scalar_one_or_none()
 
 
+class OrganizationArchived(DomainError):
+    """The right email and password, but the user's organization is archived: they may not log in."""
+
+
 def authenticate(email: str, password: str, *, now: datetime) -> User | None:
-    """The active user with this email and password, or None (same work either way)."""
+    """The active user with this email and password, or None (same work either way). OrganizationArchived when
+    the password is right but their organization is archived (said only then: it tells nothing to a guesser)."""
     user = find_user(email)
     usable = user is not None and bool(user.password_hash) and not user.is_invited
     # An invited user has no password yet: compare with the dummy so the answer takes the same time.
     ok = check_password_hash(user.password_hash if user is not None and usable else _DUMMY_HASH, password)
     if user is None or not usable or not ok or not user.active:
         return None
+    if user.organization is not None and user.organization.is_archived:
+        raise OrganizationArchived(f"{user.organization.name} is archived: its staff can no longer log in. If this "
+                                   "is a mistake, ask the person who runs this site to un-archive it.")
     with atomic():
         user.last_login_at = now
         record("user.logged_in", user, actor=Actor.user(user), now=now)
