@@ -99,6 +99,7 @@ ADMIN_PAGES = {
     "clients": lambda s: "/admin/clients",
     "client": lambda s: f"/admin/clients/{s.client_id}",
     "settings": lambda s: "/admin/settings",
+    "client emails and PDF": lambda s: "/admin/settings/texts",
     "outbox": lambda s: "/admin/outbox",
     "payments inbox": lambda s: "/admin/webhooks",
     "users": lambda s: "/admin/users",
@@ -147,6 +148,26 @@ def test_it_fits_and_passes_axe_on_the_public_pages(sized_page, name, live_serve
     server = live_server_factory(RATELIMIT_ENABLED="0")  # no Stripe key: the sandbox checkout; a login per test
     seeded = seed(world, server.url)
     PUBLIC_PAGES[name](sized_page, seeded, server.url)
+    assert_fits_and_accessible(sized_page)
+
+
+SUPERADMIN_PAGES = {
+    "organizations": lambda w: "/admin/organization",
+    "organization": lambda w: f"/admin/organizations/{w.org_a.id}",
+}
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(SUPERADMIN_PAGES))
+def test_it_fits_and_passes_axe_on_the_superadmin_pages(sized_page, name, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")  # a login per test
+    sized_page.goto(f"{server.url}/admin/login")
+    sized_page.get_by_label("Email").fill(world.root.email)
+    sized_page.get_by_label("Password").fill(PASSWORD)
+    sized_page.get_by_role("button", name="Log in").click()
+    sized_page.wait_for_url(lambda url: not url.endswith("/admin/login"))  # signed in, wherever it lands
+    response = sized_page.goto(server.url + SUPERADMIN_PAGES[name](world))
+    assert response.status == 200
     assert_fits_and_accessible(sized_page)
 
 
