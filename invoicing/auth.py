@@ -1,4 +1,5 @@
-"""Flask-Login wiring: staff users and (later) portal contacts share one loader, told apart by prefix."""
+"""Flask-Login wiring: staff users and portal contacts share one loader, told apart by prefix ("user:7",
+"contact:12:3", where 3 is the contact's session version: bumping it ends every live session of that contact)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flask_login import current_user
 from sqlalchemy.orm import joinedload
 
 from invoicing.extensions import db, login_manager
-from invoicing.models import User
+from invoicing.models import Contact, User
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,12 +31,33 @@ def load_user(user_id: str) -> User | None:
         user = db.session.get(User, int(ident), options=[joinedload(User.organization)])
         archived = user is not None and user.organization is not None and user.organization.is_archived
         return user if user is not None and user.active and not archived else None
+    if kind == "contact":
+        return load_contact(ident)
     return None
+
+
+def load_contact(ident: str) -> Contact | None:
+    """The contact of a portal session "id:version", if it still may sign in and the session is current."""
+    contact_id, _, version = ident.partition(":")
+    if not (contact_id.isdigit() and version.isdigit()):
+        return None
+    contact = db.session.get(Contact, int(contact_id), options=[joinedload(Contact.client), joinedload(
+        Contact.organization)])
+    if contact is None or contact.session_version != int(version) or not contact.portal_access:
+        return None
+    if contact.client.archived_at is not None or contact.organization.is_archived:
+        return None
+    return contact
 
 
 def is_staff() -> bool:
     """A staff user is signed in (not a portal contact, not anonymous)."""
     return bool(current_user.is_authenticated) and isinstance(current_user._get_current_object(), User)
+
+
+def is_contact() -> bool:
+    """A portal contact is signed in."""
+    return bool(current_user.is_authenticated) and isinstance(current_user._get_current_object(), Contact)
 
 
 def staff_required(view: F) -> F:

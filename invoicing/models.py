@@ -172,7 +172,11 @@ class Client(Model):
     __table_args__ = (Index("ix_client_org_name", "organization_id", "name"),)
 
 
-class Contact(Model):
+class Contact(UserMixin, Model):
+    """A person at a client company. With `portal_access` they sign in to the portal, where they act for this
+    contact's client only (the same email at two companies is two contacts: picking a company is signing in as
+    the other one)."""
+
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("client.id"), index=True)
@@ -181,10 +185,34 @@ class Contact(Model):
     portal_access: Mapped[bool] = mapped_column(Boolean, default=False)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of every portal session's id: bumping it (access revoked, password changed) ends the live sessions.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     client: Mapped[Client] = relationship(back_populates="contacts")
+    organization: Mapped[Organization] = relationship()
 
     __table_args__ = (UniqueConstraint("client_id", "email"),)
+
+    def get_id(self) -> str:
+        return f"contact:{self.id}:{self.session_version}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.portal_access
+
+
+class PortalLogin(Model):
+    """An emailed magic link of a contact: only the SHA-256 of its token is stored; single use, short-lived."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    contact: Mapped[Contact] = relationship()
 
 
 INVOICE_STATUSES = ("draft", "open", "processing", "paid", "void")

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, g, request_started
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import text
@@ -53,6 +53,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             "MAIL_SERVER": None,
         }
     )
+    # Tests hold one app context open, and a request reuses it, so `g` would carry the last request's signed-in
+    # user into the next one (another test client, or a session since revoked): forget it, like a real server.
+    request_started.connect(lambda sender, **_: g.pop("_login_user", None), app, weak=False)
     with app.app_context():
         with db.engine.begin() as conn:  # a stale schema from an earlier run must not hide a migration bug
             if db.engine.dialect.name == "postgresql":
@@ -147,6 +150,15 @@ def make_invoice(client: Client, *, status: str = "draft", now: datetime = NOW, 
 
 def login(client: FlaskClient, user: User) -> None:
     response = client.post("/admin/login", data={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 303, response.text
+
+
+def portal_login(client: FlaskClient, contact: Contact, *, now: datetime | None = None) -> None:
+    """Sign a contact in to the portal the way a person does: a magic link, then its Sign in button."""
+    from invoicing.services.portal.auth import issue_magic_link
+
+    token = issue_magic_link(contact.id, now=now or datetime.now(UTC))
+    response = client.post(f"/portal/login/{token}")
     assert response.status_code == 303, response.text
 
 

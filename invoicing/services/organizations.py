@@ -166,3 +166,13 @@ def is_known_host(host: str, *, base_url: str) -> bool:
         return False
     urls = db.session.execute(select(Organization.public_url).where(Organization.public_url.is_not(None))).scalars()
     return any(hostname(url) == name for url in urls if url)
+
+
+def organization_for_host(host: str) -> int | None:
+    """The organization whose own public URL has this host (its portal signs in its contacts only), else None."""
+    name = hostname(host)
+    if not name:
+        return None
+    rows = db.session.execute(select(Organization.id, Organization.public_url)
+                              .where(Organization.public_url.is_not(None))).all()
+    return next((org_id for org_id, url in rows if url and hostname(url) == name), None)
