@@ -659,6 +659,79 @@ class SandboxObject(Model):
     __table_args__ = (Index("ix_sandbox_object_kind", "kind", "created_at"),)
 
 
+# --- Client portal (issue 9): saved cards and autopay consent (migration 0012_portal_cards) ----------------
+
+
+class PaymentMethod(Model):
+    """A client's card saved at the provider (Stripe, or the sandbox): what the portal lists and autopay charges.
+    Only what a person needs to recognise it (brand, last 4, expiry), never card data. `provider_id` (pm_...)
+    is stored once: reloading the return page of the same setup adds nothing. The client's default card is
+    `Client.autopay_payment_method` (one pointer, so never two defaults). A removed card is detached at the
+    provider and kept here with `removed_at` (history, and its provider id can never be stored again)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"))
+    provider: Mapped[str] = mapped_column(String(20))  # stripe, sandbox
+    provider_id: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))  # the provider customer it is attached to
+    setup_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    brand: Mapped[str] = mapped_column(String(40), default="")
+    last4: Mapped[str] = mapped_column(String(4), default="")
+    exp_month: Mapped[int] = mapped_column(Integer)
+    exp_year: Mapped[int] = mapped_column(Integer)
+    added_by_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    client: Mapped[Client] = relationship()
+
+    __table_args__ = (Index("ix_payment_method_client", "client_id", "removed_at"),)
+
+    @property
+    def label(self) -> str:
+        """"Visa •••• 4242", as receipts name a card."""
+        brand = CARD_BRANDS.get(self.brand, (self.brand or "card").replace("_", " ").title())
+        return f"{brand} •••• {self.last4}"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.exp_month:02d}/{self.exp_year % 100:02d}"
+
+
+AUTOPAY_MODES = ("due_date", "on_issue")
+
+
+class AutopayConsent(Model):
+    """A contact's agreement that the client's default card is charged automatically: the exact text shown
+    (and its version), when, from which IP, and when to charge. One is active per client (ended_at NULL) while
+    autopay is on; turning autopay off ends it. Rows are never deleted: they are the record of the mandate."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"))
+    payment_method_id: Mapped[int | None] = mapped_column(ForeignKey("payment_method.id"))  # default card then
+    mode: Mapped[str] = mapped_column(String(20))  # due_date (charge on the due date), on_issue (when issued)
+    text_version: Mapped[str] = mapped_column(String(40))
+    text: Mapped[str] = mapped_column(Text)
+    ip: Mapped[str] = mapped_column(String(45), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by_type: Mapped[str | None] = mapped_column(String(10))  # contact, user, system
+    ended_by_id: Mapped[int | None] = mapped_column(Integer)
+    ended_by_label: Mapped[str] = mapped_column(String(254), default="")
+    end_reason: Mapped[str | None] = mapped_column(String(40))  # turned_off, replaced, card_removed
+
+    contact: Mapped[Contact] = relationship()
+    payment_method: Mapped[PaymentMethod | None] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("mode IN ('due_date', 'on_issue')", name="mode"),
+        Index("ix_autopay_consent_client", "client_id", "ended_at"),
+    )
+
+
 # --- Staff invoicing (issue 3): indexes for the admin invoice list (migration 0003a) ---------------------
 # Each list sort is keyset-paginated on (column, id) within an organization, so each has an index in that
 # order. The two widest carry the columns the filters test (due date, client, number) so that a tab or a

@@ -2,7 +2,8 @@
 
 Run: python tests/stripe_server.py --port PORT (--port 0 picks a free port; stdout's first line is
 "READY http://127.0.0.1:PORT"). localstripe is GPL-3.0: this is a test tool, the app never imports it.
-Added: Checkout Sessions with a hosted pay page (/_config/checkout/{id}, cards in CARDS), Idempotency-Key
+Added: Checkout Sessions with a hosted pay page (/_config/checkout/{id}, cards in CARDS), Checkout in setup mode
+with a hosted save-a-card page (/_config/setup/{id}, built on localstripe's SetupIntent), Idempotency-Key
 replays, charge.refunded/refund.created events, refunds that fail later (POST /_config/refunds/{id}/fail, with
 Stripe's refund.updated/charge.refund.updated/refund.failed events), fault injection (/_config/faults) and a
 webhook sender with pause/drop/duplicates/delay. DELETE /_config/data resets everything but webhook registrations.
@@ -30,6 +31,7 @@ from localstripe.resources import (
     PaymentIntent,
     PaymentMethod,
     Refund,
+    SetupIntent,
     StripeObject,
     random_id,
     store,
@@ -215,7 +217,8 @@ class CheckoutSession(StripeObject):
 async def create_session(request):
     data = dict(await server.get_post_data(request) or {})
     expand = data.pop('expand', None)
-    return server.json_response(CheckoutSession(**data)._export(expand=expand))
+    kind = SetupSession if data.get('mode') == 'setup' else CheckoutSession
+    return server.json_response(kind(**data)._export(expand=expand))
 
 
 async def retrieve_session(request):
@@ -308,6 +311,148 @@ async def checkout_settle(request):
         raise bad('This Checkout Session has no payment waiting to settle.')
     session._settle(outcome)
     return server.json_response(session._export())
+
+
+# --------------------------------------------------------------------------- Checkout in setup mode
+class SetupSession(CheckoutSession):
+    """mode=setup: a hosted page that saves a card for later, no payment. Built on localstripe's SetupIntent
+    (made with the session, as at Stripe) and PaymentMethod; localstripe does not attach the card on confirm,
+    so the page attaches it to the session's customer itself, as Checkout does."""
+
+    _SETUP_DATA = {'metadata', 'description'}
+
+    def __init__(self, mode=None, currency=None, customer=None, customer_email=None, client_reference_id=None,
+                 metadata=None, setup_intent_data=None, success_url=None, cancel_url=None, expires_at=None,
+                 payment_method_types=None, **kwargs):
+        for param in ('line_items', 'payment_intent_data', 'submit_type'):
+            if param in kwargs:
+                raise bad(f'You cannot pass `{param}` in `setup` mode.', param)
+        unknown = sorted(set(kwargs) - ACCEPTED_EXTRA)
+        if unknown:
+            raise bad(f'Received unknown parameter: {unknown[0]}', unknown[0])
+        if not currency and not payment_method_types:
+            raise bad('Missing required param: currency (setup mode needs it unless payment_method_types is '
+                      'set).', 'currency')
+        if not success_url:
+            raise bad('Missing required param: success_url.', 'success_url')
+        if customer and customer_email:
+            raise bad('You may only specify one of these parameters: customer, customer_email.')
+        if customer and store.get('customer:' + customer) is None:
+            raise bad(f"No such customer: '{customer}'", 'customer', 'resource_missing')
+        now = int(time.time())
+        expires_at = now + 86400 if expires_at is None else try_convert_to_int(expires_at)
+        if not isinstance(expires_at, int) or not now + 1795 <= expires_at <= now + 86405:
+            raise bad('The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout '
+                      'Session creation.', 'expires_at')
+        si_data = dict(setup_intent_data or {})
+        unknown = sorted(set(si_data) - self._SETUP_DATA)
+        if unknown:
+            raise bad(f'Received unknown parameter: setup_intent_data[{unknown[0]}]')
+        # All exceptions must be raised before this point.
+        StripeObject.__init__(self)
+        intent = SetupIntent(customer=customer, metadata=dict(si_data.get('metadata') or {}))
+        self.__dict__.update(
+            mode='setup', status='open', payment_status='no_payment_required',
+            currency=currency.lower() if currency else None, amount_subtotal=None, amount_total=None,
+            customer=customer, customer_email=customer_email, customer_details=None,
+            client_reference_id=client_reference_id, payment_intent=None, setup_intent=intent.id,
+            metadata={k: v for k, v in (metadata or {}).items() if v != ''},
+            payment_method_types=payment_method_types or ['card'], success_url=success_url,
+            cancel_url=cancel_url, expires_at=expires_at, invoice=None, subscription=None, payment_link=None,
+            **kwargs)
+        self._items, self._pi_data, self._intent = [], {}, intent
+
+    @property
+    def url(self):
+        return f"{BASE['url']}/_config/setup/{self.id}" if self.status == 'open' else None
+
+    def _save_card(self, card, exp_month, exp_year, email):
+        """One try on the hosted page. Returns why the card was not saved, or None."""
+        try:
+            pm = PaymentMethod(type='card', billing_details={'email': email or None},
+                               card={'number': card, 'exp_month': exp_month, 'exp_year': exp_year, 'cvc': '123'})
+            pm.card['brand'] = BRANDS.get(card[:1], 'unknown')  # localstripe calls every card a visa
+            intent = SetupIntent._api_confirm(self._intent.id, payment_method=pm.id)
+            if intent.status == 'requires_action':  # the 3D Secure cards: the cardholder approves here
+                intent = SetupIntent._api_confirm(self._intent.id)
+            if self.customer:
+                PaymentMethod._api_attach(pm.id, customer=self.customer)
+        except UserError as exc:
+            return exc.body['error'].get('message') or 'Your card was declined.'
+        self.status = 'complete'
+        self.customer_details = {'email': email or self.customer_email or None, 'name': None, 'phone': None,
+                                 'address': None, 'tax_exempt': 'none', 'tax_ids': []}
+        emit('setup_intent.succeeded', intent)
+        emit('checkout.session.completed', self)
+
+
+CheckoutSession.setup_intent = None  # like Stripe: a payment session says `setup_intent: null` (and expands it)
+
+
+SETUP_FORM = """<form method="post" action="/_config/setup/{id}/save">
+<p><label for="email">Email</label> <input id="email" name="email" type="email" value="{email}"></p>
+<p><label for="card">Card number</label> <input id="card" name="card" inputmode="numeric"
+ autocomplete="cc-number" placeholder="4242 4242 4242 4242"></p>
+<p><label for="expiry">Expiry (MM / YY)</label> <input id="expiry" name="expiry" autocomplete="cc-exp"
+ placeholder="12 / 34"></p>
+<p><button type="submit">Save card</button></p></form>"""
+
+
+def render_setup_page(session, message=None, status=200):
+    e = html.escape
+    message = {'expired': 'This Checkout Session has expired.',
+               'complete': 'This Checkout Session is complete: the card has been saved.'}.get(session.status, message)
+    form = ''
+    if session.status == 'open':
+        form = SETUP_FORM.format(id=e(session.id), email=e(session.customer_email or ''))
+        if session.cancel_url:
+            form += f'<p><a id="cancel" href="{e(session.cancel_url)}">Cancel</a></p>'
+    body = ('<!doctype html><html><head><meta charset="utf-8"><title>Save a card (test)</title></head><body><main>'
+            '<h1>Save a card for later payments</h1>'
+            + (f'<p role="alert" id="message">{e(message)}</p>' if message else '') + form + '</main></body></html>')
+    return web.Response(text=body, status=status, content_type='text/html')
+
+
+def hosted_setup(request):
+    try:
+        session = CheckoutSession._api_retrieve(request.match_info['id'])
+    except UserError:
+        raise web.HTTPNotFound(text='No such Checkout Session.') from None
+    if not isinstance(session, SetupSession):
+        raise web.HTTPNotFound(text='Not a setup-mode Checkout Session.')
+    return session
+
+
+async def setup_page(request):
+    return render_setup_page(hosted_setup(request))
+
+
+def parse_expiry(value):
+    match = re.fullmatch(r'\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*', value or '')
+    if not match:
+        return None
+    month, year = int(match.group(1)), int(match.group(2))
+    return (month, year + 2000 if year < 100 else year) if 1 <= month <= 12 else None
+
+
+async def setup_save(request):
+    session = hosted_setup(request)
+    form = await request.post()
+    if session.status != 'open':
+        return render_setup_page(session, status=400)
+    card = re.sub(r'[\s-]', '', form.get('card', ''))
+    if not (len(card) == 16 and card.isdigit() and luhn_ok(card)):
+        return render_setup_page(session, 'Your card number is incorrect.', 402)
+    expiry = parse_expiry(form.get('expiry', ''))
+    if expiry is None:
+        return render_setup_page(session, "Your card's expiration date is incomplete.", 402)
+    today = time.gmtime()
+    if (expiry[1], expiry[0]) < (today.tm_year, today.tm_mon):
+        return render_setup_page(session, "Your card's expiration date is in the past.", 402)
+    declined = session._save_card(card, expiry[0], expiry[1], form.get('email', '').strip())
+    if declined:
+        return render_setup_page(session, declined, 402)
+    raise web.HTTPSeeOther(session.success_url.replace('{CHECKOUT_SESSION_ID}', session.id))
 
 
 # --------------------------------------------------------------------------- refunds
@@ -565,6 +710,8 @@ ROUTES = (
     ('GET', '/_config/checkout/{id}', checkout_page),
     ('POST', '/_config/checkout/{id}/pay', checkout_pay),
     ('POST', '/_config/checkout/{id}/settle', checkout_settle),
+    ('GET', '/_config/setup/{id}', setup_page),
+    ('POST', '/_config/setup/{id}/save', setup_save),
     ('POST', '/_config/refunds/{id}/fail', refund_fail),
     ('GET', '/_config/faults', get_faults),
     ('POST', '/_config/faults', set_faults),

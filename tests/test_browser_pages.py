@@ -18,6 +18,7 @@ from invoicing.services.payments import record_manual_payment
 from invoicing.services.portal.auth import issue_magic_link
 from invoicing.services.refunds import refund_payment
 from invoicing.services.sending import send_invoice
+from invoicing.services.site import Site
 from tests.conftest import PASSWORD, SYSTEM, World, make_invoice
 from tests.pay.support import real_now, sandbox, token
 from tests.portal.support import second_company
@@ -241,3 +242,64 @@ def test_it_names_each_line_button_after_its_own_line(page, live_server_factory,
     assert names and all(title == label for title, label in names), names
     assert page.get_by_role("button", name="Move down line 1").count() == 1
     assert page.get_by_role("button", name="Remove line 2").count() == 1
+
+
+# --- the portal's saved cards and autopay, and the staff's view of them ------------------------------------
+
+
+def seed_cards(world: World) -> str:
+    """Client A with two saved cards (the default one expires this month) and autopay on; returns the path of an
+    open sandbox setup page."""
+    from invoicing.gateways.base import SetupRequest
+    from invoicing.services.portal import autopay, cards
+
+    now, gateway, contact = real_now(), sandbox(), world.client_a.contacts[0]
+    customer = cards.provider_customer(world.client_a.id, gateway=gateway, site=Site.from_config(current_app.config))
+
+    def setup(key: str) -> str:
+        return gateway.create_setup_checkout(SetupRequest(
+            currency="USD", success_url="http://billing.test/portal/payment-methods/added?session_id="
+            "{CHECKOUT_SESSION_ID}", cancel_url="http://billing.test/portal/payment-methods", idempotency_key=key,
+            metadata={"client_id": str(world.client_a.id)}, customer_id=customer)).id
+
+    for key, number, month, year in (("a", "4242424242424242", now.month, now.year),
+                                     ("b", "5555555555554444", 4, 2031)):
+        session_id = setup(key)
+        gateway.save_card(session_id, number=number, exp_month=month, exp_year=year)
+        cards.confirm_setup(world.client_a.id, contact.id, session_id, gateway=gateway, now=now)
+    autopay.enable_autopay(world.client_a.id, contact.id, mode="due_date", text_version=autopay.CONSENT_VERSION,
+                           ip="203.0.113.7", provider="sandbox", now=now)
+    return f"/pay/sandbox/setup/{setup('open')}"
+
+
+PORTAL_CARD_PAGES = {
+    "portal payment methods": lambda setup: "/portal/payment-methods",
+    "portal autopay": lambda setup: "/portal/autopay",
+    "sandbox card setup": lambda setup: setup,
+}
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(PORTAL_CARD_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_card_pages(sized_page, name, live_server_factory, world):
+    from invoicing.services.portal.auth import issue_magic_link
+
+    server = live_server_factory(RATELIMIT_ENABLED="0")
+    setup_path = seed_cards(world)
+    sized_page.goto(f"{server.url}/portal/login/{issue_magic_link(world.client_a.contacts[0].id, now=real_now())}")
+    sized_page.get_by_role("button", name="Sign in").click()
+    sized_page.wait_for_url(f"{server.url}/portal/")
+    response = sized_page.goto(server.url + PORTAL_CARD_PAGES[name](setup_path))
+    assert response.status == 200
+    assert sized_page.get_by_text("Visa •••• 4242").count() or name == "sandbox card setup"
+    assert_fits_and_accessible(sized_page)
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+def test_it_fits_and_passes_axe_on_the_client_page_with_autopay_on(sized_page, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")
+    seed_cards(world)
+    log_in(sized_page, server.url, world)
+    response = sized_page.goto(f"{server.url}/admin/clients/{world.client_a.id}")
+    assert response.status == 200 and sized_page.get_by_role("button", name="Turn autopay off").is_visible()
+    assert_fits_and_accessible(sized_page)

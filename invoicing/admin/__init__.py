@@ -5,6 +5,7 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from invoicing.admin import (  # noqa: E402,F401
+    autopay,  # a client's saved cards and autopay consent; staff turn autopay off
     clients,  # clients and contacts (staff invoicing)
     invites,  # accepting a staff invitation (public: the emailed link)
     invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)

@@ -11,6 +11,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from invoicing.admin import bp
+from invoicing.admin.autopay import autopay_panel
 from invoicing.admin.forms import ClientForm, ContactForm
 from invoicing.auth import staff_required
 from invoicing.extensions import db
@@ -92,7 +93,8 @@ def _client_page(client: Client, contact_form: ContactForm | None = None, error:
     contact_form = contact_form or ContactForm(formdata=None, prefix="contact")
     summary = clients.client_summary(client, today=today)
     return render("admin/client.html", None, client=client, summary=summary, contact_form=contact_form, error=error,
-                  today=today, email_states=queries.email_states(i.id for i in summary.invoices)), status
+                  today=today, email_states=queries.email_states(i.id for i in summary.invoices),
+                  autopay=autopay_panel(client)), status
 
 
 @bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])

@@ -339,6 +339,73 @@ def charge_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> ChargeInfo
     )
 
 
+# --- saving a card for later (portal payment methods, autopay) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    """A hosted page where the client saves a card without paying (Stripe Checkout in setup mode)."""
+
+    currency: str  # Stripe needs one in setup mode (what the card will be charged in)
+    success_url: str  # contains {CHECKOUT_SESSION_ID}
+    cancel_url: str
+    idempotency_key: str
+    metadata: Mapping[str, str]
+    customer_id: str | None = None  # the card is attached to this customer when the setup succeeds
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """A saved card as the provider describes it: enough to recognise it, never card data."""
+
+    id: str  # pm_...
+    customer_id: str | None  # None once detached
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+@dataclass(frozen=True)
+class SetupCheckout:
+    id: str
+    url: str | None  # only while open
+    status: str  # open, complete, expired
+    mode: str  # setup (a payment session's id answers with mode payment and no card)
+    customer_id: str | None
+    metadata: Mapping[str, str]
+    setup_intent_id: str | None = None
+    setup_status: str | None = None  # the SetupIntent's: succeeded, requires_action, canceled, ...
+    card: SavedCard | None = None  # once the setup succeeded
+
+    @property
+    def saved(self) -> bool:
+        return self.status == "complete" and self.setup_status == "succeeded" and self.card is not None
+
+
+def saved_card_from(obj: Mapping[str, Any]) -> SavedCard | None:
+    """A PaymentMethod object of type card, or None for anything else."""
+    card = obj.get("card")
+    if obj.get("type") != "card" or not isinstance(card, Mapping):
+        return None
+    return SavedCard(id=str(obj["id"]), customer_id=_id(obj.get("customer")), brand=str(card.get("brand") or "")[:40],
+                     last4=str(card.get("last4") or "")[-4:], exp_month=int(card.get("exp_month") or 0),
+                     exp_year=int(card.get("exp_year") or 0))
+
+
+def setup_checkout_from(obj: Mapping[str, Any]) -> SetupCheckout:
+    """A Checkout Session with `setup_intent.payment_method` expanded (or not: then no card)."""
+    intent = obj.get("setup_intent")
+    intent_obj: Mapping[str, Any] = intent if isinstance(intent, Mapping) else {}
+    method = intent_obj.get("payment_method")
+    return SetupCheckout(
+        id=str(obj["id"]), url=obj.get("url"), status=str(obj.get("status") or ""), mode=str(obj.get("mode") or ""),
+        customer_id=_id(obj.get("customer")), metadata=_meta(obj.get("metadata")), setup_intent_id=_id(intent),
+        setup_status=str(intent_obj["status"]) if intent_obj.get("status") else None,
+        card=saved_card_from(method) if isinstance(method, Mapping) else None,
+    )
+
+
 class Gateway(ABC):
     """A payment provider. Calls go over the network (or to the sandbox's tables): never call one while
     holding a database row lock; pass an idempotency key to everything that creates or moves money."""
@@ -388,3 +455,17 @@ class Gateway(ABC):
     @abstractmethod
     def event_from_payload(self, payload: Mapping[str, Any]) -> Event:
         """Normalize an event already verified and stored (re-applying from the inbox)."""
+
+    # --- saving a card for later ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_setup_checkout(self, request: SetupRequest) -> SetupCheckout:
+        """A hosted page that saves a card to `request.customer_id` (no payment)."""
+
+    @abstractmethod
+    def retrieve_setup_checkout(self, session_id: str) -> SetupCheckout:
+        """The setup session with its SetupIntent and card, as the provider says now (verify on return)."""
+
+    @abstractmethod
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        """Detach a saved card from its customer, for good; a card already detached is not an error."""

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -43,6 +43,8 @@ from invoicing.gateways.base import (
     GatewayError,
     PaymentIntentInfo,
     RefundInfo,
+    SetupCheckout,
+    SetupRequest,
     SignatureError,
     charge_from,
     checkout_from,
@@ -50,6 +52,7 @@ from invoicing.gateways.base import (
     event_from_payload,
     payment_intent_from,
     refund_from,
+    setup_checkout_from,
 )
 from invoicing.models import SandboxObject
 from invoicing.services.db import atomic
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 300
 SESSION_LIFETIME = timedelta(hours=24)
+SETUP_PREFIX = "cs_sbx_setup_"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,24 @@ CARDS = {c.number: c for c in (
 )}
 # Saved payment methods for off-session charges.
 PAYMENT_METHODS = {"pm_sandbox_visa": "success", "pm_sandbox_decline": "decline", "pm_sandbox_auth": "authenticate"}
+
+
+@dataclass(frozen=True)
+class SetupCard:
+    number: str
+    label: str
+    saved: bool  # the setup succeeds and the card is kept
+    charges: str = "success"  # what later off-session charges do: success, decline, authenticate
+    message: str | None = None  # why it was not saved
+
+
+# The setup form's test cards (any other valid 16-digit number is saved, and its charges succeed).
+SETUP_CARDS = {c.number: c for c in (
+    SetupCard("4242424242424242", "Saved; charges succeed", True),
+    SetupCard("4000000000000341", "Saved; charges are declined later (to try a failed autopay)", True, "decline"),
+    SetupCard("4000002500003155", "Saved; charges need the cardholder to authenticate", True, "authenticate"),
+    SetupCard("4000000000000002", "Declined: not saved", False, message="Your card was declined."),
+)}
 
 
 @dataclass(frozen=True)
@@ -116,7 +138,7 @@ Deliver = Callable[[bytes, str], None]
 class PayOutcome:
     """What the hosted page shows next: redirect to success_url, ask for authentication, or say why not."""
 
-    kind: str  # paid, processing, authenticate, declined, invalid, closed
+    kind: str  # paid, processing, authenticate, declined, invalid, closed; saved (the setup page)
     message: str | None = None
     redirect_url: str | None = None
 
@@ -338,14 +360,14 @@ class SandboxGateway(Gateway):
     def charge_off_session(self, *, customer_id: str, payment_method_id: str, amount: int, currency: str,
                            idempotency_key: str, metadata: Mapping[str, str]) -> ChargeResult:
         self.check_amount(amount, currency)
-        outcome = PAYMENT_METHODS.get(payment_method_id)
-        if outcome is None:
-            raise GatewayError(f"No such sandbox payment method: {payment_method_id}", code="resource_missing")
+        outcome, method = PAYMENT_METHODS.get(payment_method_id), card_details("4242424242424242")
+        if outcome is None:  # a card saved through the setup form
+            outcome, method = self._saved_card_outcome(payment_method_id, customer_id)
         events: list[tuple[str, dict[str, Any]]] = []
 
         def create() -> dict[str, Any]:
             intent = self._new_intent(amount, currency, dict(metadata), customer_id)
-            intent["_method"] = card_details("4242424242424242")
+            intent["_method"] = method
             if outcome == "success":
                 self._succeed(intent, events)
             else:
@@ -383,6 +405,8 @@ class SandboxGateway(Gateway):
 
     def session_page(self, session_id: str) -> dict[str, Any]:
         """What the hosted page shows: the session, its product name, and where the attempt stands."""
+        if session_id.startswith(SETUP_PREFIX):  # a setup session has its own page (setup_page)
+            raise GatewayError(f"No such sandbox checkout: {session_id}", code="resource_missing")
         checkout = self.retrieve_checkout(session_id)
         with atomic():
             data = dict(self._load(session_id).data)
@@ -495,6 +519,114 @@ class SandboxGateway(Gateway):
             return [s["id"] for s in candidates
                     if s.get("payment_intent") and self._load(s["payment_intent"]).data["status"] == "processing"]
 
+    # --- saving a card for later: the setup page (Checkout in setup mode, the sandbox's way) -------------
+
+    def create_setup_checkout(self, request: SetupRequest) -> SetupCheckout:
+        def create() -> dict[str, Any]:
+            now = datetime.now(UTC)
+            # Its own kind: payment-session code (settlements, the pay page) never meets a setup session.
+            return self._add("setup_session", {
+                "id": f"{SETUP_PREFIX}{secrets.token_hex(12)}", "object": "checkout.session", "mode": "setup",
+                "status": "open", "currency": request.currency.lower(), "customer": request.customer_id,
+                "metadata": dict(request.metadata), "success_url": request.success_url,
+                "cancel_url": request.cancel_url, "setup_intent": None, "created": _ts(now),
+                "expires_at": _ts(now + SESSION_LIFETIME),
+            })
+
+        data = self._idempotent(f"setup:{request.idempotency_key}", create)
+        with atomic():
+            return self._setup_checkout(data)
+
+    def _setup_checkout(self, data: dict[str, Any]) -> SetupCheckout:
+        """Like Stripe's session with `setup_intent.payment_method` expanded (inside a transaction)."""
+        out = {k: v for k, v in data.items() if not k.startswith("_")}
+        out["url"] = f"{self._base_url}/pay/sandbox/setup/{data['id']}" if data["status"] == "open" else None
+        if data.get("setup_intent"):
+            intent = dict(self._load(data["setup_intent"]).data)
+            if intent.get("payment_method"):
+                intent["payment_method"] = {k: v for k, v in self._load(intent["payment_method"]).data.items()
+                                            if not k.startswith("_")}
+            out["setup_intent"] = intent
+        return setup_checkout_from(out)
+
+    def _setup_session(self, session_id: str, *, lock: bool = False) -> SandboxObject:
+        row = self._load(session_id, lock=lock)
+        if row.kind != "setup_session":
+            raise GatewayError(f"No such sandbox setup session: {session_id}", code="resource_missing")
+        if row.data["status"] == "open" and time.time() >= row.data["expires_at"]:
+            self._save(row, {**row.data, "status": "expired"})
+        return row
+
+    def retrieve_setup_checkout(self, session_id: str) -> SetupCheckout:
+        with atomic():
+            return self._setup_checkout(dict(self._setup_session(session_id, lock=True).data))
+
+    def save_card(self, session_id: str, *, number: str, exp_month: int, exp_year: int,
+                  today: date | None = None) -> PayOutcome:
+        """The setup page's form: keep a test card (attached to the session's customer) or say why not."""
+        number = re.sub(r"[\s-]", "", number)
+        known = SETUP_CARDS.get(number)
+        if known is None and not (len(number) == 16 and number.isdigit() and luhn_ok(number)):
+            return PayOutcome("invalid", "Your card number is incorrect.")
+        today = today or datetime.now(UTC).date()
+        if not 1 <= exp_month <= 12:
+            return PayOutcome("invalid", "Your card's expiration month is invalid.")
+        if (exp_year, exp_month) < (today.year, today.month):
+            return PayOutcome("invalid", "Your card has expired.")
+        if exp_year > today.year + 50:
+            return PayOutcome("invalid", "Your card's expiration year is invalid.")
+        with atomic():
+            row = self._setup_session(session_id, lock=True)
+            session = dict(row.data)
+            if session["status"] != "open":
+                return PayOutcome("closed", "This page is no longer open.")
+            if known is not None and not known.saved:
+                return PayOutcome("declined", known.message)
+            method = self._add("payment_method", {
+                "id": _new_id("pm"), "object": "payment_method", "type": "card", "customer": session["customer"],
+                "card": {"brand": BRANDS.get(number[:1], "unknown"), "last4": number[-4:], "exp_month": exp_month,
+                         "exp_year": exp_year},
+                "created": int(time.time()), "_charges": known.charges if known else "success"})
+            intent = self._add("setup_intent", {
+                "id": _new_id("seti"), "object": "setup_intent", "status": "succeeded", "usage": "off_session",
+                "customer": session["customer"], "payment_method": method["id"],
+                "metadata": dict(session["metadata"]), "created": int(time.time())})
+            session.update(status="complete", setup_intent=intent["id"])
+            self._save(row, session)
+        return PayOutcome("saved", redirect_url=session["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id))
+
+    def setup_page(self, session_id: str) -> dict[str, Any]:
+        """What the setup page shows: the session's state and where Cancel goes."""
+        with atomic():
+            data = dict(self._setup_session(session_id, lock=True).data)
+        return {"status": data["status"], "cancel_url": data["cancel_url"], "currency": data["currency"].upper()}
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        with atomic():
+            row = self._load(payment_method_id, lock=True)
+            if row.kind != "payment_method":
+                raise GatewayError(f"No such sandbox payment method: {payment_method_id}", code="resource_missing")
+            if row.data.get("customer") is not None:
+                self._save(row, {**row.data, "customer": None})
+
+    def retrieve_payment_method(self, payment_method_id: str) -> dict[str, Any]:
+        """A saved card as the sandbox keeps it (tests and the demo look at it; Stripe-shaped)."""
+        with atomic():
+            return {k: v for k, v in self._load(payment_method_id).data.items() if not k.startswith("_")}
+
+    def _saved_card_outcome(self, payment_method_id: str, customer_id: str) -> tuple[str, dict[str, Any]]:
+        """What an off-session charge of a card saved on the setup page does, and the card it names."""
+        with atomic():
+            row = db.session.get(SandboxObject, payment_method_id)
+            data = dict(row.data) if row is not None and row.kind == "payment_method" else None
+        if data is None:
+            raise GatewayError(f"No such sandbox payment method: {payment_method_id}", code="resource_missing")
+        if data.get("customer") != customer_id:  # detached (or someone else's): Stripe refuses it too
+            raise GatewayError("This card is no longer saved for the customer.", code="payment_method_unattached")
+        card = data["card"]
+        return data.get("_charges", "success"), {"type": "card", "card": {
+            "brand": card["brand"], "last4": card["last4"], "wallet": None}}
+
     # --- state changes of intents and charges (inside the caller's transaction) -------------------------
 
     def _new_intent(self, amount: int, currency: str, metadata: dict[str, str], customer: str | None) -> dict[str, Any]:
@@ -554,4 +686,4 @@ class SandboxGateway(Gateway):
         events.append(("payment_intent.payment_failed", intent))
 
 
-__all__ = ["ACCOUNTS", "CARDS", "CardDeclined", "PayOutcome", "SandboxGateway", "sign", "webhook_secret"]
+__all__ = ["ACCOUNTS", "CARDS", "SETUP_CARDS", "CardDeclined", "PayOutcome", "SandboxGateway", "sign", "webhook_secret"]

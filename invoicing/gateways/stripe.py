@@ -31,6 +31,8 @@ from invoicing.gateways.base import (
     GatewayError,
     PaymentIntentInfo,
     RefundInfo,
+    SetupCheckout,
+    SetupRequest,
     SignatureError,
     charge_from,
     check_chargeable,
@@ -39,6 +41,7 @@ from invoicing.gateways.base import (
     event_from_payload,
     payment_intent_from,
     refund_from,
+    setup_checkout_from,
 )
 from invoicing.money import precision
 
@@ -237,3 +240,35 @@ class StripeGateway(Gateway):
     def event_from_payload(self, payload: Mapping[str, Any]) -> Event:
         return event_from_payload(self.name, payload, _to_minor)
 
+    # --- saving a card for later (Checkout in setup mode) ---------------------------------------------------
+
+    def create_setup_checkout(self, request: SetupRequest) -> SetupCheckout:
+        metadata = dict(request.metadata)
+        params: dict[str, Any] = {
+            "mode": "setup", "currency": request.currency.lower(), "success_url": request.success_url,
+            "cancel_url": request.cancel_url, "metadata": metadata, "setup_intent_data": {"metadata": metadata},
+        }
+        if request.customer_id:
+            params["customer"] = request.customer_id
+        with _errors():
+            session = self._client.v1.checkout.sessions.create(
+                params, {"idempotency_key": request.idempotency_key})  # type: ignore[arg-type]
+        return setup_checkout_from(session.to_dict())
+
+    def retrieve_setup_checkout(self, session_id: str) -> SetupCheckout:
+        with _errors():
+            session = self._client.v1.checkout.sessions.retrieve(
+                session_id, {"expand": ["setup_intent.payment_method"]})
+        return setup_checkout_from(session.to_dict())
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        try:
+            with _errors():
+                self._client.v1.payment_methods.detach(payment_method_id)
+        except GatewayError as exc:
+            if exc.retryable:
+                raise
+            with _errors():  # refused: fine if it is detached already (a retry after a lost answer)
+                method = self._client.v1.payment_methods.retrieve(payment_method_id)
+            if method.customer:
+                raise

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("pay", __name__, url_prefix="/pay")
 
-from invoicing.pay import views  # noqa: E402,F401
+from invoicing.pay import sandbox_setup, views  # noqa: E402,F401

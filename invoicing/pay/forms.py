@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, StringField
-from wtforms.validators import Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from invoicing.money import MoneyError, parse_amount
 
@@ -42,3 +43,24 @@ class SandboxCardForm(FlaskForm):
     @property
     def number(self) -> str:
         return "".join(ch for ch in (self.card.data or "") if ch.isdigit())
+
+
+class SandboxSetupForm(FlaskForm):
+    """The sandbox's save-a-card page: a test card number and its expiry (MM / YY)."""
+
+    card = StringField("Card number", validators=[DataRequired(message="Enter a card number."), Length(max=40)])
+    expiry = StringField("Expiry (MM / YY)", validators=[DataRequired(message="Enter the expiry date."),
+                                                         Length(max=10)])
+    exp_month: int = 0
+    exp_year: int = 0
+
+    @property
+    def number(self) -> str:
+        return "".join(ch for ch in (self.card.data or "") if ch.isdigit())
+
+    def validate_expiry(self, field: StringField) -> None:
+        match = re.fullmatch(r"\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*", field.data or "")
+        if not match or not 1 <= int(match.group(1)) <= 12:
+            raise ValidationError("Enter the expiry as MM / YY, for example 12 / 34.")
+        year = int(match.group(2))
+        self.exp_month, self.exp_year = int(match.group(1)), year + 2000 if year < 100 else year

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, IntegerField, PasswordField
+from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, RadioField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length
 
 from invoicing.services.portal.auth import MAX_PASSWORD
+from invoicing.services.portal.autopay import MODES
 from invoicing.services.users import MIN_PASSWORD
 
 
@@ -37,3 +39,14 @@ class CompanyForm(FlaskForm):
     """Act for another company: the contact row of the same person there."""
 
     contact_id = IntegerField(validators=[InputRequired()])
+
+
+class AutopayForm(FlaskForm):
+    """Autopay on: when to charge, and the explicit agreement to the terms of the version shown."""
+
+    mode = RadioField("When should we charge your card?",
+                      choices=[SelectChoice(key, label) for key, label in MODES.items()],
+                      validators=[InputRequired(message="Choose when autopay charges.")])
+    agree = BooleanField("I agree to these terms", validators=[
+        DataRequired(message="Tick the box to agree to the terms: autopay stays off without it.")])
+    text_version = HiddenField(validators=[Length(max=40)])

@@ -15,7 +15,18 @@ from sqlalchemy import Select, case, delete, exists, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from invoicing.extensions import db
-from invoicing.models import Client, Contact, Invoice, Organization, Payment, PortalLogin, Refund, User
+from invoicing.models import (
+    AutopayConsent,
+    Client,
+    Contact,
+    Invoice,
+    Organization,
+    Payment,
+    PaymentMethod,
+    PortalLogin,
+    Refund,
+    User,
+)
 from invoicing.money import MoneyError, check_currency
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
@@ -188,18 +199,21 @@ def _portal_changes(contact: Contact, changed: dict[str, Any], *, actor: Actor, 
 
 def remove_contact(contact_id: int, organization_id: int, *, actor: Actor, now: datetime) -> None:
     """Delete a contact nobody's money or sent invoices refer to; drafts addressed to it fall back to the
-    client's billing email. A contact on the record (sent invoices, payments) is kept: turn off its access."""
+    client's billing email. A contact on the record (sent invoices, payments, a card they saved or an autopay
+    consent they gave) is kept: turn off its access."""
     with atomic():
         contact = _get_contact(contact_id, organization_id)
         _lock_client(contact.client_id, organization_id)
         on_record = db.session.execute(select(
             exists().where(Invoice.contact_id == contact.id, Invoice.status != "draft")
             | exists().where(Payment.contact_id == contact.id)
+            | exists().where(AutopayConsent.contact_id == contact.id)  # the record of a mandate they gave
+            | exists().where(PaymentMethod.added_by_contact_id == contact.id)
         )).scalar()
         if on_record:
             raise DomainError(
-                f"{contact.name} is on sent invoices or payments, so it stays on the record: "
-                "turn off portal access instead."
+                f"{contact.name} is on sent invoices, payments, saved cards or autopay consents, so it stays on the "
+                "record: turn off portal access instead."
             )
         for draft in db.session.execute(select(Invoice).where(Invoice.contact_id == contact.id)).scalars():
             draft.contact_id = None
