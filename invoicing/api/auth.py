@@ -72,11 +72,12 @@ def _headers(response: Response) -> Response:
     """IETF RateLimit headers (Flask-Limiter's own are X-RateLimit-* with an epoch reset, and app-wide)."""
     limit = limiter.current_limit
     if limit is not None:
-        reset = max(0, math.ceil(limit.reset_at - time.time()))
+        window = limit.limit.get_expiry()
+        reset = min(window, max(0, math.ceil(limit.reset_at - time.time())))  # reset_at is whole seconds
         response.headers["RateLimit-Limit"] = str(limit.limit.amount)
         response.headers["RateLimit-Remaining"] = str(limit.remaining)
         response.headers["RateLimit-Reset"] = str(reset)
-        response.headers["RateLimit-Policy"] = f"{limit.limit.amount};w={limit.limit.get_expiry()}"
+        response.headers["RateLimit-Policy"] = f"{limit.limit.amount};w={window}"
         if limit.breached:
             response.headers["Retry-After"] = str(max(reset, 1))
     response.headers["Cache-Control"] = "no-store"

@@ -157,7 +157,8 @@ def void(body: dict[str, Any], invoice_id: str) -> Any:
 
 
 @bp.get("/invoices/<invoice_id>/pdf")
-@bp.response(200, content_type="application/pdf", description="The invoice as a PDF.")
+@bp.response(200, {"type": "string", "contentMediaType": "application/pdf"}, content_type="application/pdf",
+             description="The invoice as a PDF.")
 @errors(401, 404)
 def invoice_pdf(invoice_id: str) -> Any:
     """Download the invoice as a PDF."""

@@ -71,11 +71,11 @@ def claim(*, organization_id: int, api_key_id: int, key: str, fingerprint: str, 
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         begin_write()
-        result = db.session.execute(insert(IdempotencyRecord).values(
+        claimed = db.session.execute(insert(IdempotencyRecord).values(
             organization_id=organization_id, api_key_id=api_key_id, key=key, request_hash=fingerprint,
-            status="in_progress", response_headers={}, created_at=now).on_conflict_do_nothing())
-        claimed = getattr(result, "rowcount", 0)
-        if claimed:
+            status="in_progress", response_headers={}, created_at=now).on_conflict_do_nothing()
+            .returning(IdempotencyRecord.id)).scalar_one_or_none()  # rowcount is -1 here on PostgreSQL
+        if claimed is not None:
             return None  # the transaction stays open: the work commits the claim with itself
         record = _find(api_key_id, key)
         if record is None:  # released between our insert and our read: claim again
