@@ -6,8 +6,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from invoicing.admin import (  # noqa: E402,F401
     clients,  # clients and contacts (staff invoicing)
-    invites,  # accepting a staff invitation (public: the emailed link)
     integrations,  # Settings > API keys and Webhooks, the API reference
+    invites,  # accepting a staff invitation (public: the emailed link)
     invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)
     organizations,  # the superadmin's organizations: switch, create, rename, public URL, archive, first admin
     outbox,  # the outbox: queued and sent emails, previews

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import DateField, RadioField, SelectMultipleField, StringField, URLField, widgets
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from invoicing.admin import bp
@@ -47,14 +48,15 @@ def _org() -> Organization:
 
 class ApiKeyForm(FlaskForm):
     name = StringField("Name (what uses it)", validators=[DataRequired(), Length(max=keys.MAX_NAME)])
-    access = RadioField("Access", choices=[("read", "Read only"), ("write", "Read and write")], default="read")
+    access = RadioField("Access", choices=[SelectChoice("read", "Read only"), SelectChoice("write", "Read and write")],
+                        default="read")
     expires_on = DateField("Expires on (optional)", validators=[Optional()])
 
 
 class EndpointForm(FlaskForm):
     url = URLField("Endpoint URL", validators=[DataRequired(), Length(max=webhooks.MAX_URL)])
     description = StringField("Description (optional)", validators=[Length(max=webhooks.MAX_DESCRIPTION)])
-    events = SelectMultipleField("Events to send", choices=[(e, e) for e in WEBHOOK_EVENT_TYPES],
+    events = SelectMultipleField("Events to send", choices=[SelectChoice(e, e) for e in WEBHOOK_EVENT_TYPES],
                                  default=list(WEBHOOK_EVENT_TYPES), widget=widgets.ListWidget(prefix_label=False),
                                  option_widget=widgets.CheckboxInput())
 

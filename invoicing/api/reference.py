@@ -11,9 +11,12 @@ from typing import Any
 from markupsafe import Markup, escape
 
 METHOD_ORDER = ("post", "get", "put", "patch", "delete")
-EXAMPLE_IDS = {"invoice_id": "inv_3f2a9c0d8e7b6a5f4e3d2c1b0a998877", "client_id": "cli_8f14e45fceea167a5a36dedd4bea2543",
-               "contact_id": "con_c9f0f895fb98ab9159f51fd0297e236d", "payment_id": "pay_45c48cce2e2d7fbdea1afc51c7c6ad26"}
-QUERY_EXAMPLES = {"/api/v1/invoices": "status=overdue&limit=20", "/api/v1/payments": "created_from=2026-03-01&method=card",
+EXAMPLE_IDS = {"invoice_id": "inv_3f2a9c0d8e7b6a5f4e3d2c1b0a998877",
+               "client_id": "cli_8f14e45fceea167a5a36dedd4bea2543",
+               "contact_id": "con_c9f0f895fb98ab9159f51fd0297e236d",
+               "payment_id": "pay_45c48cce2e2d7fbdea1afc51c7c6ad26"}
+QUERY_EXAMPLES = {"/api/v1/invoices": "status=overdue&limit=20",
+                  "/api/v1/payments": "created_from=2026-03-01&method=card",
                   "/api/v1/clients": "q=acme", "/api/v1/contacts": "client=" + EXAMPLE_IDS["client_id"]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import current_app, jsonify
@@ -11,7 +12,8 @@ from invoicing.api import bp
 
 
 def openapi_document() -> dict[str, Any]:
-    document: dict[str, Any] = current_app.extensions["invoicing_api"].spec.to_dict()
+    """A copy of the document (apispec hands out its own dicts: a caller changing one would change the API's)."""
+    document: dict[str, Any] = copy.deepcopy(current_app.extensions["invoicing_api"].spec.to_dict())
     return document
 
 
