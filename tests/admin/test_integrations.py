@@ -93,8 +93,8 @@ def test_it_registers_an_endpoint_and_shows_its_secret_once(client, world, app):
     assert secret in response.text and endpoint.events == ["invoice.paid", "payment.refunded"]
     assert secret not in client.get("/admin/settings/webhooks").text
     assert secret not in client.get(f"/admin/settings/webhooks/{endpoint.id}").text
-    no_events = client.post("/admin/settings/webhooks", data={"url": "https://example.com/x"})
-    assert no_events.status_code == 422
+    no_events = client.post("/admin/settings/webhooks", data={"url": "https://127.0.0.1/x"})
+    assert no_events.status_code == 422 and "Choose at least one event" in no_events.text
 
 
 def test_it_shows_the_delivery_log_and_resends_enables_rotates_and_deletes(client, world, app):

@@ -133,11 +133,11 @@ def _check_events(events: list[str]) -> list[str]:
 
 def create_endpoint(organization_id: int, *, url: str, description: str, events: list[str], allow_private: bool,
                     actor: Actor, now: datetime) -> WebhookEndpoint:
-    url = check_url(url, allow_private=allow_private)
+    chosen = _check_events(events)
     description = description.strip()
     if len(description) > MAX_DESCRIPTION:
         raise DomainError(f"The description can have at most {MAX_DESCRIPTION} characters.")
-    chosen = _check_events(events)
+    url = check_url(url, allow_private=allow_private)  # last: it looks the host up
     with atomic():
         endpoint = WebhookEndpoint(organization_id=organization_id, url=url, description=description, events=chosen,
                                    enabled=True, created_at=now,
