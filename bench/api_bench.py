@@ -56,8 +56,10 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %s"
 request = function()
   counter = counter + 1
-  local key = "bench-" .. os.time() .. "-" .. math.random(1e9) .. "-" .. counter
-  return wrk.format(nil, nil, {["Idempotency-Key"] = key})
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Idempotency-Key"] = "bench-" .. os.time() .. "-" .. math.random(1e9) .. "-" .. counter
+  return wrk.format(nil, nil, headers)
 end
 """
 

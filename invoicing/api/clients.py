@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
+from flask import Response, url_for
 
-from invoicing.api import bp
+from invoicing.api import answer, bp
 from invoicing.api import schemas as s
 from invoicing.api.auth import actor, api_key, now
 from invoicing.api.docs import errors, example
@@ -20,9 +20,9 @@ def _org_id() -> int:
     return api_key().organization_id
 
 
-def _page(page: res.Page, present_one: Any) -> dict[str, Any]:
-    return {"object": "list", "data": [present_one(item) for item in page.items],
-            "has_more": page.next_cursor is not None, "next_cursor": page.next_cursor}
+def _page(page: res.Page, present_one: Any) -> Response:
+    return answer({"object": "list", "data": [present_one(item) for item in page.items],
+                   "has_more": page.next_cursor is not None, "next_cursor": page.next_cursor})
 
 
 def _client(client_id: int) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def create_client(body: dict[str, Any]) -> Any:
     contacts = [svc.ContactData(c["name"], c["email"], c["portal_access"]) for c in body["contacts"]]
     client = svc.create_client(organization, data, contacts=contacts, actor=actor(), now=now())
     body = _client(client.id)
-    return body, 201, {"Location": url_for("api.get_client", client_id=body["id"])}
+    return answer(body, 201, {"Location": url_for("api.get_client", client_id=body["id"])})
 
 
 @bp.get("/clients")
@@ -60,7 +60,7 @@ def list_clients(query: dict[str, Any]) -> Any:
 @errors(401, 404)
 def get_client(client_id: str) -> Any:
     """Get a client with its contacts."""
-    return present.client_dict(res.get_client(_org_id(), client_id))
+    return answer(present.client_dict(res.get_client(_org_id(), client_id)))
 
 
 @bp.patch("/clients/<client_id>")
@@ -73,7 +73,7 @@ def update_client(body: dict[str, Any], client_id: str) -> Any:
     data = svc.ClientData(name=body.get("name", client.name), email=body.get("email", client.email),
                           address=body.get("address", client.address), currency=body.get("currency", client.currency))
     svc.update_client(client.id, _org_id(), data, actor=actor(), now=now())
-    return _client(client.id)
+    return answer(_client(client.id))
 
 
 @bp.post("/contacts")
@@ -87,7 +87,7 @@ def create_contact(body: dict[str, Any]) -> Any:
     contact = svc.add_contact(client.id, _org_id(), svc.ContactData(body["name"], body["email"], body["portal_access"]),
                               actor=actor(), now=now())
     body = present.contact_dict(res.load_contact(_org_id(), contact.id))
-    return body, 201, {"Location": url_for("api.get_contact", contact_id=body["id"])}
+    return answer(body, 201, {"Location": url_for("api.get_contact", contact_id=body["id"])})
 
 
 @bp.get("/contacts")
@@ -104,7 +104,7 @@ def list_contacts(query: dict[str, Any]) -> Any:
 @errors(401, 404)
 def get_contact(contact_id: str) -> Any:
     """Get a contact."""
-    return present.contact_dict(res.get_contact(_org_id(), contact_id))
+    return answer(present.contact_dict(res.get_contact(_org_id(), contact_id)))
 
 
 @bp.patch("/contacts/<contact_id>")
@@ -117,4 +117,4 @@ def update_contact(body: dict[str, Any], contact_id: str) -> Any:
     data = svc.ContactData(body.get("name", contact.name), body.get("email", contact.email),
                            body.get("portal_access", contact.portal_access))
     svc.update_contact(contact.id, _org_id(), data, actor=actor(), now=now())
-    return present.contact_dict(res.load_contact(_org_id(), contact.id))
+    return answer(present.contact_dict(res.load_contact(_org_id(), contact.id)))

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, current_app, url_for
 
 from invoicing import pdf
-from invoicing.api import bp
+from invoicing.api import answer, bp
 from invoicing.api import schemas as s
 from invoicing.api.auth import actor, api_key, now
 from invoicing.api.docs import errors, example
@@ -32,9 +32,9 @@ def _detail(invoice_id: int) -> dict[str, Any]:
     return present.invoice_dict(res.load_invoice(api_key().organization_id, invoice_id), now=now())
 
 
-def _created(invoice_id: int) -> tuple[dict[str, Any], int, dict[str, str]]:
+def _created(invoice_id: int) -> Response:
     body = _detail(invoice_id)
-    return body, 201, {"Location": url_for("api.get_invoice", invoice_id=body["id"])}
+    return answer(body, 201, {"Location": url_for("api.get_invoice", invoice_id=body["id"])})
 
 
 @bp.post("/invoices")
@@ -55,9 +55,10 @@ def create_invoice(body: dict[str, Any]) -> Any:
 @errors(401, 422)
 def list_invoices(query: dict[str, Any]) -> Any:
     """List invoices, newest first, with filters."""
-    page = res.list_invoices(api_key().organization_id, query, now=now())
-    return {"object": "list", "data": [present.invoice_summary(i, now=now()) for i in page.items],
-            "has_more": page.next_cursor is not None, "next_cursor": page.next_cursor}
+    moment = now()
+    page = res.list_invoices(api_key().organization_id, query, now=moment)
+    return answer({"object": "list", "data": [present.invoice_summary(i, now=moment) for i in page.items],
+                   "has_more": page.next_cursor is not None, "next_cursor": page.next_cursor})
 
 
 @bp.get("/invoices/<invoice_id>")
@@ -65,14 +66,14 @@ def list_invoices(query: dict[str, Any]) -> Any:
 @errors(401, 404)
 def get_invoice(invoice_id: str) -> Any:
     """Get an invoice with its lines, totals, payments, refunds and pay link."""
-    return present.invoice_dict(res.get_invoice(api_key().organization_id, invoice_id), now=now())
+    return answer(present.invoice_dict(res.get_invoice(api_key().organization_id, invoice_id), now=now()))
 
 
-def _change(invoice_id: str, body: dict[str, Any]) -> dict[str, Any]:
+def _change(invoice_id: str, body: dict[str, Any]) -> Response:
     invoice = res.get_invoice(api_key().organization_id, invoice_id)
     res.require_draft(invoice, "changed")
     data = res.draft_data(_org(), body, now=now(), current=invoice)
-    return _detail(update_draft(invoice.id, _org(), data, actor=actor(), now=now()).id)
+    return answer(_detail(update_draft(invoice.id, _org(), data, actor=actor(), now=now()).id))
 
 
 @bp.put("/invoices/<invoice_id>")
@@ -119,7 +120,7 @@ def send_invoice(body: dict[str, Any], invoice_id: str) -> Any:
                          default_sender=site.mail_sender, expiry_days=site.paylink_expiry_days,
                          rotate_link=body.get("rotate_link", False), to=body.get("to"),
                          request_key=res.request_key(api_key().id, idempotency_header()))
-    return _detail(invoice.id)
+    return answer(_detail(invoice.id))
 
 
 @bp.post("/invoices/<invoice_id>/mark-paid")
@@ -138,7 +139,8 @@ def mark_paid(body: dict[str, Any], invoice_id: str) -> Any:
                                    reference=body["reference"], actor=actor(), now=now(), idempotency_key=key)
     checkout.expire_stale_sessions(invoice.id, gateway=current_gateway(), site=Site.from_config(current_app.config),
                                    now=now())  # DESIGN rule 4, as the admin's "Record payment" does
-    return present.payment_dict(result.payment, invoice=res.load_invoice(api_key().organization_id, invoice.id)), 201
+    return answer(present.payment_dict(result.payment, invoice=res.load_invoice(api_key().organization_id, invoice.id)),
+                  201)
 
 
 @bp.post("/invoices/<invoice_id>/void")
@@ -153,7 +155,7 @@ def void(body: dict[str, Any], invoice_id: str) -> Any:
     void_invoice(invoice.id, reason=body["reason"], actor=actor(), now=now())
     checkout.expire_stale_sessions(invoice.id, gateway=current_gateway(), site=Site.from_config(current_app.config),
                                    now=now())
-    return _detail(invoice.id)
+    return answer(_detail(invoice.id))
 
 
 @bp.get("/invoices/<invoice_id>/pdf")
