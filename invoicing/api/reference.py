@@ -48,9 +48,14 @@ class Section:
 
 
 def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    return schema
+    """The schema itself: references followed, and a nullable one ({"anyOf": [X, null]}) read as X."""
+    while True:
+        if "$ref" in schema:
+            schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        elif "anyOf" in schema:
+            schema = next((s for s in schema["anyOf"] if s.get("type") != "null"), {})
+        else:
+            return schema
 
 
 def _type(document: dict[str, Any], schema: dict[str, Any]) -> str:
@@ -118,7 +123,7 @@ def sections(document: dict[str, Any], base_url: str) -> list[Section]:
                                   bool(p.get("required")), p.get("description", ""))
                             for p in [*item.get("parameters", []), *op.get("parameters", [])]],
                 body=_fields(document, body) if body else [],
-                responses=[(code, r.get("description", "")) for code, r in op.get("responses", {}).items()],
+                responses=sorted((code, r.get("description", "")) for code, r in op.get("responses", {}).items()),
                 curl=_curl(base_url, method, path, op)))
     order = ["Invoices", "Clients", "Contacts", "Payments", "Stats", "OpenAPI document"]
     return [Section(t, grouped[t]) for t in sorted(grouped, key=lambda t: order.index(t) if t in order else 5)]
