@@ -56,7 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
 
-    from invoicing import admin, auth, cli, pay, portal, templating, webhooks
+    from invoicing import admin, api, auth, cli, pay, portal, templating, webhooks
 
     auth.init_app(app)
     templating.init_app(app)
@@ -65,6 +65,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pay.bp)
     app.register_blueprint(webhooks.bp)
     csrf.exempt(webhooks.bp)  # authenticated by the provider's signature instead
+    api.init_app(app)  # /api/v1: bearer keys, no session, no CSRF
     cli.init_app(app)
     _register_errors(app)
     app.before_request(_refuse_unknown_host)
@@ -106,7 +107,7 @@ def _headers(response: Response) -> Response:
         response.headers.setdefault("Content-Security-Policy", CSP)
     if current_app.config["BASE_URL"].startswith("https://"):  # plain http (a trial on a laptop) must stay usable
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if request.path.startswith(("/admin", "/portal", "/pay")):
+    if request.path.startswith(("/admin", "/portal", "/pay", "/api")):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 
@@ -150,6 +151,7 @@ def _register_errors(app: Flask) -> None:
     from werkzeug.exceptions import HTTPException
     from werkzeug.exceptions import NotFound as NoSuchPage
 
+    from invoicing.api import errors as api_errors
     from invoicing.pdf import PdfUnavailable
     from invoicing.services import DomainError, NotFound
 
@@ -170,6 +172,8 @@ def _register_errors(app: Flask) -> None:
     def _http(exc: HTTPException) -> Any:
         if exc.code is None or exc.code < 400:
             return exc
+        if (problem := api_errors.for_app(exc)) is not None:  # an /api/ address no route matched: JSON, not HTML
+            return problem
         response = exc.get_response()
         generic = isinstance(exc, NoSuchPage) and exc.description == NoSuchPage.description  # werkzeug's wording
         response.data = _error_page(exc.code, "We could not find anything at this address." if generic

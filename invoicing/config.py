@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse as parse_limit  # Flask-Limiter's own parser: a limit must mean the same to it
+
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -89,6 +91,15 @@ def _backup_dir(env: _Env, instance_path: str) -> str:
     elif path.exists() and not path.is_dir():
         env.errors.append(f"BACKUP_DIR={str(path)!r} exists and is not a folder")
     return str(path)
+
+
+def _rate_limit(env: _Env, name: str, default: str) -> str:
+    value = env.text(name, default) or default
+    try:
+        parse_limit(value)
+    except ValueError:
+        env.errors.append(f"{name}={value!r} is not a rate limit (e.g. \"300 per minute\" or \"10/second\")")
+    return value
 
 
 def _secret_key(env: _Env, instance_path: str, *, debug: bool, demo: bool) -> str | None:
@@ -179,6 +190,12 @@ def load_config(instance_path: str, environ: Mapping[str, str] | None = None) ->
         "BACKUP_KEEP": env.integer("BACKUP_KEEP", 14, low=1, high=1000),
         "RATELIMIT_STORAGE_URI": env.text("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_ENABLED": env.flag("RATELIMIT_ENABLED", True),
+        # The JSON API: requests per API key (limits' notation, e.g. "300 per minute"), and outgoing webhooks.
+        "API_RATE_LIMIT": _rate_limit(env, "API_RATE_LIMIT", "300 per minute"),
+        "WEBHOOK_TIMEOUT": env.integer("WEBHOOK_TIMEOUT", 10, low=1, high=60),
+        "WEBHOOK_DISABLE_AFTER_DAYS": env.integer("WEBHOOK_DISABLE_AFTER_DAYS", 3, low=1, high=30),
+        # Server-side request forgery guard: webhooks go to public addresses only, unless the operator says so.
+        "WEBHOOKS_ALLOW_PRIVATE": env.flag("WEBHOOKS_ALLOW_PRIVATE", False),
         "PAYLINK_EXPIRY_DAYS": env.integer("PAYLINK_EXPIRY_DAYS", 30, low=1, high=3650),
         "PASSWORD_HASH_METHOD": env.text("PASSWORD_HASH_METHOD", "scrypt"),
         "LOG_LEVEL": (env.text("LOG_LEVEL", "INFO") or "INFO").upper(),

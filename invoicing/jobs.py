@@ -41,7 +41,9 @@ class Job:
 JOBS: dict[str, Job] = {}
 
 # Modules that register jobs with @register; imported by load_jobs() (scheduler start and the CLI).
-JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile", "invoicing.backup")
+JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile", "invoicing.backup",
+                                "invoicing.services.api.webhooks", "invoicing.services.api.events",
+                                "invoicing.services.api.idempotency")
 
 
 def load_jobs() -> dict[str, Job]:

@@ -154,6 +154,8 @@ class User(UserMixin, Model):
 
 class Client(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
+    # The id the API shows ("cli_" + this); random, so ids reveal nothing about how many clients there are.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, index=True, default=new_public_id)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(254), default="")
@@ -178,6 +180,7 @@ class Contact(UserMixin, Model):
     the other one)."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, index=True, default=new_public_id)  # API: con_
     organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("client.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -348,6 +351,7 @@ PAYMENT_STATUSES = ("processing", "succeeded", "failed", "refunded", "partially_
 
 class Payment(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, index=True, default=new_public_id)  # API: pay_
     organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -747,3 +751,123 @@ Index("ix_invoice_client_issue", Invoice.client_id, Invoice.issue_date, Invoice.
 Index("ix_invoice_org_attention", Invoice.organization_id, Invoice.attention_since)
 Index("ix_invoice_org_unpaid_flags", Invoice.organization_id, Invoice.status, Invoice.amount_paid,
       Invoice.viewed_at, Invoice.sent_at)
+
+
+# --- JSON API and outgoing webhooks (issue 13) -------------------------------------------------------------
+
+API_SCOPES = ("read", "write")
+
+
+class ApiKey(Model):
+    """An organization's key for /api/v1. The secret is shown once at creation; only its SHA-256 is stored, so a
+    lookup is one indexed equality. Revoking is immediate (the next request is refused); rows are never deleted."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(24))  # the key's first characters, e.g. "inv_live_4f9A": lists show it
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)  # ["read"] or ["read", "write"]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+    organization: Mapped[Organization] = relationship()
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+    def is_usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class IdempotencyRecord(Model):
+    """One `Idempotency-Key` of one API key: claimed (UNIQUE) in the same transaction as the work it guards, then
+    given the response, which a repeat of the same request gets back for 24 hours."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of method, path and the canonical JSON body
+    status: Mapped[str] = mapped_column(String(20), default="in_progress")  # in_progress, done
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    response_headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "key"),
+        Index("ix_idempotency_record_created", "created_at"),
+    )
+
+
+WEBHOOK_EVENT_TYPES = ("invoice.created", "invoice.sent", "invoice.viewed", "invoice.paid", "invoice.overdue",
+                       "invoice.voided", "payment.succeeded", "payment.failed", "payment.refunded")
+
+
+class WebhookEndpoint(Model):
+    """A URL of an organization's that hears about its events. The signing secret is derived (HMAC of SECRET_KEY,
+    the public id and `secret_version`), never stored: shown once, and rotated by bumping the version."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_version: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str] = mapped_column(String(200), default="")
+    # The first failure since the last success: failing for WEBHOOK_DISABLE_AFTER_DAYS disables the endpoint.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutgoingEvent(Model):
+    """Something that happened, for the organization's webhook endpoints: written in the same transaction as the
+    change (services/api/events.py), with its JSON body as it will be signed and sent."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)  # evt_...
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    type: Mapped[str] = mapped_column(String(40))
+    invoice_id: Mapped[int | None] = mapped_column(Integer)  # no FK: a deleted draft keeps its events' history
+    payload: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)  # once-only events (overdue)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_outgoing_event_org", "organization_id", "id"),)
+
+
+class WebhookDelivery(Model):
+    """One event for one endpoint: pending until the endpoint answers 2xx, retried with backoff for 3 days."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoint.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("outgoing_event.id"))
+    invoice_id: Mapped[int | None] = mapped_column(Integer)  # the event's: an invoice's events go out in order
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending, succeeded, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_until: Mapped[datetime] = mapped_column(UTCDateTime)  # 3 days after the event (or a resend): then failed
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    event: Mapped[OutgoingEvent] = relationship()
+    endpoint: Mapped[WebhookEndpoint] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_delivery_order", "endpoint_id", "invoice_id", "status", "id"),
+    )

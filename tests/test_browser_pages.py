@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from flask import current_app
 
+from invoicing.models import WEBHOOK_EVENT_TYPES
+from invoicing.services.api.keys import create_key
+from invoicing.services.api.webhooks import create_endpoint
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
 from invoicing.services.payments import record_manual_payment
 from invoicing.services.portal.auth import issue_magic_link
@@ -35,11 +38,17 @@ class Seeded:
     paid_id: int
     draft_id: int
     client_id: int
+    endpoint_id: int
 
 
 def seed(world: World, base_url: str) -> Seeded:
-    """An open invoice emailed with its pay link, a paid one partly refunded, a void one and a draft."""
+    """An open invoice emailed with its pay link, a paid one partly refunded, a void one and a draft; an API key
+    and a webhook endpoint that heard of all of it (its delivery log)."""
     now = real_now()
+    create_key(world.org_a.id, name="CRM sync " + LONG_WORD[:80], scopes=["read", "write"], expires_at=None, live=False,
+               actor=SYSTEM, now=now)
+    endpoint = create_endpoint(world.org_a.id, url="https://127.0.0.1/hooks/" + LONG_WORD, description="CRM",
+                               events=list(WEBHOOK_EVENT_TYPES), allow_private=True, actor=SYSTEM, now=now)
     client = world.client_a
     lines = tuple(LineData(f"{LONG_WORD} phase {n}", Decimal("12.5"), 1_234_567, Decimal("8.875")) for n in range(3))
     org = world.org_a
@@ -61,7 +70,7 @@ def seed(world: World, base_url: str) -> Seeded:
     void = make_invoice(client, status="open", now=now, issue_date=now.date())
     void_invoice(void.id, reason="Issued in error", actor=SYSTEM, now=now)
     two_lines = make_invoice(client, now=now, issue_date=now.date())
-    return Seeded(f"{base_url}/pay/{token(sent)}", sent.id, paid.id, two_lines.id, client.id)
+    return Seeded(f"{base_url}/pay/{token(sent)}", sent.id, paid.id, two_lines.id, client.id, endpoint.id)
 
 
 def log_in(page: Any, base_url: str, world: World) -> None:
@@ -109,6 +118,10 @@ ADMIN_PAGES = {
     "outbox": lambda s: "/admin/outbox",
     "payments inbox": lambda s: "/admin/webhooks",
     "users": lambda s: "/admin/users",
+    "API keys": lambda s: "/admin/settings/api-keys",
+    "webhooks": lambda s: "/admin/settings/webhooks",
+    "webhook endpoint and its delivery log": lambda s: f"/admin/settings/webhooks/{s.endpoint_id}",
+    "API reference": lambda s: "/admin/api",
 }
 
 
@@ -208,6 +221,23 @@ def test_it_fits_and_passes_axe_on_the_staff_pages(sized_page, name, live_server
     log_in(sized_page, server.url, world)
     response = sized_page.goto(server.url + ADMIN_PAGES[name](seeded))
     assert response.status == 200
+    assert_fits_and_accessible(sized_page)
+
+
+@pytest.mark.parametrize("sized_page", ["phone"], indirect=True)
+def test_it_fits_and_passes_axe_showing_a_new_key_and_a_new_signing_secret(sized_page, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0", WEBHOOKS_ALLOW_PRIVATE="1")  # a login per test
+    log_in(sized_page, server.url, world)
+    sized_page.goto(f"{server.url}/admin/settings/api-keys")
+    sized_page.get_by_label("Name (what uses it)").press_sequentially("Nightly export", delay=20)
+    sized_page.get_by_label("Read and write").check()
+    sized_page.get_by_role("button", name="Create key").click()
+    sized_page.get_by_text("it is shown only this once").wait_for()
+    assert_fits_and_accessible(sized_page)
+    sized_page.goto(f"{server.url}/admin/settings/webhooks")
+    sized_page.get_by_label("Endpoint URL").press_sequentially("http://127.0.0.1:9/" + "x" * 80, delay=5)
+    sized_page.get_by_role("button", name="Add endpoint").click()
+    sized_page.get_by_text("it is shown only this once").wait_for()
     assert_fits_and_accessible(sized_page)
 
 

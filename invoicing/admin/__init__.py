@@ -7,6 +7,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 from invoicing.admin import (  # noqa: E402,F401
     autopay,  # a client's saved cards and autopay consent; staff turn autopay off
     clients,  # clients and contacts (staff invoicing)
+    integrations,  # Settings > API keys and Webhooks, the API reference
     invites,  # accepting a staff invitation (public: the emailed link)
     invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)
     organizations,  # the superadmin's organizations: switch, create, rename, public URL, archive, first admin

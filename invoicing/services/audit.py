@@ -8,11 +8,12 @@ from typing import Any
 
 from invoicing.extensions import db
 from invoicing.models import AuditEvent
+from invoicing.services.api import events as outgoing
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did it: a staff user, a client contact, or the system (webhooks, scheduler, CLI)."""
+    """Who did it: a staff user, a client contact, an API key, or the system (webhooks, scheduler, CLI)."""
 
     type: str
     id: int | None = None
@@ -25,6 +26,10 @@ class Actor:
     @classmethod
     def contact(cls, contact: Any) -> Actor:
         return cls("contact", contact.id, contact.email)
+
+    @classmethod
+    def api_key(cls, key: Any) -> Actor:
+        return cls("api_key", key.id, f"API key {key.name} ({key.prefix}…)")
 
     @classmethod
     def system(cls, label: str = "system") -> Actor:
@@ -56,4 +61,5 @@ def record(
         created_at=now,
     )
     db.session.add(event)
+    outgoing.on_audit(event, obj)  # the organization's webhook endpoints hear of it, in this same transaction
     return event

@@ -213,6 +213,8 @@ class InvoiceFilters:
     currency: str | None = None
     date_from: date | None = None  # issue date, inclusive
     date_to: date | None = None
+    due_from: date | None = None  # due date, inclusive (the API's filter; the admin list has no field for it)
+    due_to: date | None = None
     sort: str = DEFAULT_SORT
 
     def params(self, **changes: Any) -> dict[str, str]:
@@ -221,6 +223,8 @@ class InvoiceFilters:
             "status": f.status, "q": f.q.strip() or None, "client": f.client_id, "currency": f.currency,
             "from": f.date_from.isoformat() if f.date_from else None,
             "to": f.date_to.isoformat() if f.date_to else None,
+            "due_from": f.due_from.isoformat() if f.due_from else None,
+            "due_to": f.due_to.isoformat() if f.due_to else None,
             "sort": f.sort if f.sort != DEFAULT_SORT else None,
         }
         return {k: str(v) for k, v in values.items() if v is not None}
@@ -282,6 +286,10 @@ def filtered_query(user: User, filters: InvoiceFilters, *, now: datetime, query:
         query = query.where(Invoice.issue_date >= filters.date_from)
     if filters.date_to:
         query = query.where(Invoice.issue_date <= filters.date_to)
+    if filters.due_from:
+        query = query.where(Invoice.due_date >= filters.due_from)
+    if filters.due_to:
+        query = query.where(Invoice.due_date <= filters.due_to)
     term = filters.q.strip()
     if term:
         query = query.where((search or search_clause(user, term)).clause)
