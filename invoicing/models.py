@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     exists,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -89,6 +90,8 @@ class Organization(Model):
     allow_partial_payments: Mapped[bool] = mapped_column(Boolean, default=False)
     min_partial_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     payment_instructions: Mapped[str] = mapped_column(Text, default="")
+    # Email the client a receipt when staff record a cash, bank transfer or cheque payment (card payers always get one).
+    manual_payment_receipts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     reminder_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Its own address for clients (e.g. https://billing.acme.test): every link in its emails and PDFs starts
@@ -158,6 +161,7 @@ class Client(Model):
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(254), default="")
     address: Mapped[str] = mapped_column(Text, default="")
+    tax_id: Mapped[str] = mapped_column(String(64), default="", server_default="")  # VAT number, EIN...: on the PDF
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
     autopay_enabled: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,5 +1,5 @@
-"""Portal sign-in and the signed-in home. GET never signs anyone in: a magic link opens a page whose button
-POSTs (mail scanners open links without pressing buttons)."""
+"""Portal sign-in (the signed-in home, the invoice list, is portal/invoices.py). GET never signs anyone in: a
+magic link opens a page whose button POSTs (mail scanners open links without pressing buttons)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from werkzeug.wrappers import Response
 
 from invoicing.models import Contact
 from invoicing.portal import bp
-from invoicing.portal.access import contact_required, current_contact
 from invoicing.portal.forms import ConfirmForm, EmailLinkForm
 from invoicing.services import organizations
 from invoicing.services.portal import auth
@@ -78,10 +77,3 @@ def logout() -> Response:
     logout_user()
     session.clear()
     return redirect(url_for("portal.login"), code=303)
-
-
-@bp.get("/")
-@contact_required
-def index() -> str:
-    contact = current_contact()
-    return render_template("portal/home.html", contact=contact, organization=contact.organization)
