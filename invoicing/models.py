@@ -673,7 +673,14 @@ Index("ix_invoice_org_status_issue", Invoice.organization_id, Invoice.status, In
       Invoice.due_date, Invoice.client_id, Invoice.number)
 Index("ix_invoice_org_issue_search", Invoice.organization_id, Invoice.issue_date, Invoice.id, Invoice.client_id,
       Invoice.number)
-Index("ix_invoice_client_issue", Invoice.client_id, Invoice.issue_date, Invoice.id)
+# A client's invoices by date, carrying what the client portal's search and "all" tab test (migration 0012
+# widened ix_invoice_client_issue): a search through 5,000 invoices of one company reads this index, not the rows.
+Index("ix_invoice_client_issue_search", Invoice.client_id, Invoice.issue_date, Invoice.id, Invoice.status,
+      Invoice.number, Invoice.project_ref)
+# The client portal (migration 0012): a company's amounts due per currency read this index alone, and its open,
+# overdue and paid tabs range over one status instead of walking every invoice of the company.
+Index("ix_invoice_client_status", Invoice.client_id, Invoice.status, Invoice.issue_date, Invoice.id, Invoice.currency,
+      Invoice.due_date, Invoice.total, Invoice.amount_paid)
 # Covers the derived tabs (sent, viewed, partial) so their counts never read table rows.
 Index("ix_invoice_org_attention", Invoice.organization_id, Invoice.attention_since)
 Index("ix_invoice_org_unpaid_flags", Invoice.organization_id, Invoice.status, Invoice.amount_paid,

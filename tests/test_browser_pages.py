@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 from flask import current_app
+from sqlalchemy import select
 
+from invoicing.extensions import db
+from invoicing.models import Invoice, Payment
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
 from invoicing.services.payments import record_manual_payment
+from invoicing.services.portal.auth import issue_magic_link
 from invoicing.services.refunds import refund_payment
 from invoicing.services.sending import send_invoice
 from tests.conftest import PASSWORD, SYSTEM, World, make_invoice
@@ -86,7 +90,7 @@ PUBLIC_PAGES = {
     "pay page": lambda page, s, url: page.goto(s.pay_url),
     "sandbox checkout": to_checkout,
     "confirmation": to_confirmation,
-    "portal": lambda page, s, url: page.goto(f"{url}/portal/"),  # a stub today: what exists of it
+    "portal sign-in": lambda page, s, url: page.goto(f"{url}/portal/"),  # signed out: the sign-in page
     "staff login": lambda page, s, url: page.goto(f"{url}/admin/login"),
 }
 ADMIN_PAGES = {
@@ -103,6 +107,24 @@ ADMIN_PAGES = {
     "outbox": lambda s: "/admin/outbox",
     "payments inbox": lambda s: "/admin/webhooks",
     "users": lambda s: "/admin/users",
+}
+
+
+
+
+def _paid_public_id(s: Seeded) -> str:
+    return db.session.get_one(Invoice, s.paid_id).public_id
+
+
+def _paid_payment_id(s: Seeded) -> int:
+    return db.session.execute(select(Payment.id).where(Payment.invoice_id == s.paid_id)).scalar_one()
+
+
+PORTAL_PAGES = {
+    "portal invoices": lambda s: "/portal/?tab=all",  # amounts due, tabs, badges of every status
+    "portal invoice": lambda s: f"/portal/invoices/{_paid_public_id(s)}",  # lines, payment history with a refund
+    "portal receipt": lambda s: f"/portal/payments/{_paid_payment_id(s)}/receipt",
+    "company profile": lambda s: "/portal/company-profile",
 }
 
 
@@ -178,6 +200,20 @@ def test_it_fits_and_passes_axe_on_the_staff_pages(sized_page, name, live_server
     seeded = seed(world, server.url)
     log_in(sized_page, server.url, world)
     response = sized_page.goto(server.url + ADMIN_PAGES[name](seeded))
+    assert response.status == 200
+    assert_fits_and_accessible(sized_page)
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(PORTAL_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_pages(sized_page, name, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")
+    seeded = seed(world, server.url)
+    token = issue_magic_link(world.client_a.contacts[0].id, now=real_now())
+    sized_page.goto(f"{server.url}/portal/login/{token}")
+    sized_page.get_by_role("button", name="Sign in").click()
+    sized_page.wait_for_url(f"{server.url}/portal/")
+    response = sized_page.goto(server.url + PORTAL_PAGES[name](seeded))
     assert response.status == 200
     assert_fits_and_accessible(sized_page)
 

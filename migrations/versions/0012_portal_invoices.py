@@ -1,4 +1,5 @@
-"""client portal invoices: the client's tax id, receipts for manual payments (organization setting)
+"""client portal invoices: indexes for a company's invoices by status and for its search, the client's tax id,
+receipts for manual payments (organization setting)
 
 Revision ID: 0012_portal_invoices
 Revises: 0011_portal_sign_in
@@ -20,8 +21,16 @@ def upgrade():
     op.add_column('client', sa.Column('tax_id', sa.String(length=64), server_default='', nullable=False))
     op.add_column('organization', sa.Column('manual_payment_receipts', sa.Boolean(), server_default=sa.true(),
                                             nullable=False))
+    op.create_index('ix_invoice_client_status', 'invoice', ['client_id', 'status', 'issue_date', 'id', 'currency',
+                                                            'due_date', 'total', 'amount_paid'], unique=False)
+    op.create_index('ix_invoice_client_issue_search', 'invoice',
+                    ['client_id', 'issue_date', 'id', 'status', 'number', 'project_ref'], unique=False)
+    op.drop_index('ix_invoice_client_issue', table_name='invoice')  # the new one starts with the same columns
 
 
 def downgrade():
+    op.create_index('ix_invoice_client_issue', 'invoice', ['client_id', 'issue_date', 'id'], unique=False)
+    op.drop_index('ix_invoice_client_issue_search', table_name='invoice')
+    op.drop_index('ix_invoice_client_status', table_name='invoice')
     op.execute('ALTER TABLE organization DROP COLUMN manual_payment_receipts')
     op.execute('ALTER TABLE client DROP COLUMN tax_id')

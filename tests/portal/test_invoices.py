@@ -51,7 +51,7 @@ def seeded(world: World, time_machine: Any) -> Seeded:
 
 def numbers(html: str) -> list[str]:
     """The invoice numbers the list shows, in order."""
-    return re.findall(r'<a href="/portal/invoices/[0-9a-f]{32}">([^<]+)</a>', html)
+    return re.findall(r'<a class="nowrap" href="/portal/invoices/[0-9a-f]{32}">([^<]+)</a>', html)
 
 
 def signed_in(client: FlaskClient, world: World) -> FlaskClient:
