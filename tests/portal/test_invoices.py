@@ -102,7 +102,8 @@ def test_it_says_nothing_is_due_when_all_is_paid(client, world, time_machine):
                           now=NOW)
     signed_in(client, world)
     page = client.get("/portal/").text
-    assert "Nothing due" in page and "nothing to pay right now" in page and 'href="/portal/?tab=all"' in page
+    assert "Nothing due" in page and "Nothing to pay right now." in page and 'href="/portal/?tab=all"' in page
+    assert "Nothing overdue." in client.get("/portal/?tab=overdue").text
 
 
 @pytest.mark.parametrize(("q", "expected"), [
