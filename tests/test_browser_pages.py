@@ -23,6 +23,7 @@ from invoicing.services.refunds import refund_payment
 from invoicing.services.sending import send_invoice
 from tests.conftest import PASSWORD, SYSTEM, World, make_invoice
 from tests.pay.support import real_now, sandbox, token
+from tests.portal.support import second_company
 
 AXE = Path(__file__).parent / "vendor" / "axe-core-4.10.3" / "axe.min.js"
 WIDTHS = {"desktop": 1280, "phone": 390}
@@ -90,7 +91,10 @@ PUBLIC_PAGES = {
     "pay page": lambda page, s, url: page.goto(s.pay_url),
     "sandbox checkout": to_checkout,
     "confirmation": to_confirmation,
-    "portal sign-in": lambda page, s, url: page.goto(f"{url}/portal/"),  # signed out: the sign-in page
+    "portal sign-in": lambda page, s, url: page.goto(f"{url}/portal/login"),
+    "portal link sent": lambda page, s, url: (page.goto(f"{url}/portal/login"), page.locator("#link-email").fill(
+        "c1@clienta.test"), page.get_by_role("button", name="Email me a sign-in link").click(),
+        page.get_by_role("heading", name="Check your email").wait_for()),
     "staff login": lambda page, s, url: page.goto(f"{url}/admin/login"),
 }
 ADMIN_PAGES = {
@@ -120,7 +124,7 @@ def _paid_payment_id(s: Seeded) -> int:
     return db.session.execute(select(Payment.id).where(Payment.invoice_id == s.paid_id)).scalar_one()
 
 
-PORTAL_PAGES = {
+PORTAL_INVOICE_PAGES = {
     "portal invoices": lambda s: "/portal/?tab=all",  # amounts due, tabs, badges of every status
     "portal invoice": lambda s: f"/portal/invoices/{_paid_public_id(s)}",  # lines, payment history with a refund
     "portal receipt": lambda s: f"/portal/payments/{_paid_payment_id(s)}/receipt",
@@ -173,6 +177,29 @@ def test_it_fits_and_passes_axe_on_the_public_pages(sized_page, name, live_serve
     assert_fits_and_accessible(sized_page)
 
 
+PORTAL_PAGES = {
+    "portal sign-in button": None,  # the page a magic link opens, before its button is pressed
+    "portal home": "/portal/",
+    "portal account": "/portal/account",
+    "portal company picker": "/portal/company",
+}
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(PORTAL_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_pages(sized_page, name, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")  # a sign-in per test
+    contact = world.client_a.contacts[0]
+    second_company(world, contact, "Client with a rather long company name GmbH & Co. KG")  # the picker, the switch
+    sized_page.goto(f"{server.url}/portal/login/{issue_magic_link(contact.id, now=real_now())}")
+    path = PORTAL_PAGES[name]
+    if path is not None:
+        sized_page.get_by_role("button", name="Sign in").click()
+        sized_page.wait_for_url(f"{server.url}/portal/company?next=/portal/")
+        assert sized_page.goto(server.url + path).status == 200
+    assert_fits_and_accessible(sized_page)
+
+
 SUPERADMIN_PAGES = {
     "organizations": lambda w: "/admin/organization",
     "organization": lambda w: f"/admin/organizations/{w.org_a.id}",
@@ -205,15 +232,15 @@ def test_it_fits_and_passes_axe_on_the_staff_pages(sized_page, name, live_server
 
 
 @pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
-@pytest.mark.parametrize("name", list(PORTAL_PAGES))
-def test_it_fits_and_passes_axe_on_the_portal_pages(sized_page, name, live_server_factory, world):
+@pytest.mark.parametrize("name", list(PORTAL_INVOICE_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_invoice_pages(sized_page, name, live_server_factory, world):
     server = live_server_factory(RATELIMIT_ENABLED="0")
     seeded = seed(world, server.url)
     token = issue_magic_link(world.client_a.contacts[0].id, now=real_now())
     sized_page.goto(f"{server.url}/portal/login/{token}")
     sized_page.get_by_role("button", name="Sign in").click()
     sized_page.wait_for_url(f"{server.url}/portal/")
-    response = sized_page.goto(server.url + PORTAL_PAGES[name](seeded))
+    response = sized_page.goto(server.url + PORTAL_INVOICE_PAGES[name](seeded))
     assert response.status == 200
     assert_fits_and_accessible(sized_page)
 

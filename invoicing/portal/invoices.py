@@ -56,7 +56,8 @@ def index() -> str:
     filters = portal_invoices.Filters.parse(request.args.get("tab"), request.args.get("q"))
     page = portal_invoices.list_invoices(contact.client_id, today=today, filters=filters, cursor=after)
     context = dict(page=page, filters=filters, today=today, tabs=TAB_LABELS, organization=contact.organization,
-                   default_tab=portal_invoices.DEFAULT_TAB, fmt_money=format_money, fmt_date=_date)
+                   company=contact.client.name, default_tab=portal_invoices.DEFAULT_TAB, fmt_money=format_money,
+                   fmt_date=_date)
     if not wants_fragment():  # the amounts due head the full page only, never a keystroke's fragment
         context["due"] = portal_invoices.amounts_due(contact.client_id, today=today)
     return render(TEMPLATE_LIST, "rows" if after else "list", **context)
