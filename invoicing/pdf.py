@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
-from invoicing.models import Invoice, InvoicePdf, utcnow
+from invoicing.models import Invoice, InvoicePdf, Payment, utcnow
 from invoicing.services import client_texts
 from invoicing.services.db import atomic
 from invoicing.services.site import Site
@@ -98,7 +98,7 @@ def version_of(invoice: Invoice, pay_url: str | None, texts: dict[str, str] | No
                     invoice.amount_paid, invoice.link_version, invoice.link_expires_on, invoice.void_reason],
         "lines": [[li.description, li.quantity_milli, li.unit_price, li.tax_rate_milli, li.amount, li.tax]
                   for li in invoice.lines],
-        "client": [client.name, client.email, client.address],
+        "client": [client.name, client.email, client.address, client.tax_id],
         "contact": [invoice.contact.name, invoice.contact.email] if invoice.contact else None,
         "org": [org.name, org.address, org.sender_email, org.phone, org.website, org.brand_color, org.accent_color,
                 org.payment_instructions, org.logo_mime,
@@ -170,3 +170,23 @@ def invoice_pdf(invoice: Invoice, *, pay_url: str | None = None, now: datetime |
     except IntegrityError:  # another worker stored the same version first: same bytes, keep theirs
         log.info("pdf of invoice %s version %s stored concurrently", invoice_id, version[:12])
     return content
+
+
+# --- receipts ---------------------------------------------------------------------------------------------
+
+RECEIPT_TEMPLATE = "pdf/receipt.html"
+
+
+def receipt_filename(payment: Payment) -> str:
+    """receipt-R-000012.pdf"""
+    return f"receipt-{re.sub(r'[^A-Za-z0-9._-]+', '-', payment.receipt_number or str(payment.id)).strip('-.')}.pdf"
+
+
+def receipt_pdf(payment: Payment) -> bytes:
+    """The receipt of money received, as a PDF. Rendered on each download, not stored: clients fetch one rarely,
+    and it changes when the payment is refunded."""
+    invoice = payment.invoice
+    org = invoice.organization
+    html = render_template(RECEIPT_TEMPLATE, payment=payment, invoice=invoice, organization=org,
+                           client=invoice.client, logo_uri=logo_data_uri(org.logo, org.logo_mime))
+    return html_to_pdf(html)

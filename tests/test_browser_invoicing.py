@@ -73,7 +73,9 @@ def test_it_creates_a_client_and_an_invoice_with_live_totals_and_sends_it(live_s
     client = db.session.execute(select(Client).where(Client.name == "Initech")).scalar_one()
     invoice = db.session.execute(select(Invoice).where(Invoice.client_id == client.id)).scalar_one()
     assert (invoice.status, invoice.total, invoice.discount_total, len(invoice.lines)) == ("paid", 257206, 26359, 3)
-    [email] = db.session.execute(select(OutboxEmail).where(OutboxEmail.invoice_id == invoice.id)).scalars().all()
+    email, receipt = db.session.execute(select(OutboxEmail).where(OutboxEmail.invoice_id == invoice.id)
+                                        .order_by(OutboxEmail.id)).scalars().all()
+    assert (receipt.kind, receipt.to_addr) == ("receipt", "ap@initech.test")  # the bank transfer's receipt
     assert email.to_addr == "ap@initech.test" and email.attachments == [{"kind": "invoice_pdf",
                                                                          "invoice_id": invoice.id}]
     token = re.search(rf"{re.escape(server.url)}/pay/(\S+)", email.text_body).group(1)

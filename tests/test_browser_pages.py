@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from flask import current_app
+from sqlalchemy import select
 
-from invoicing.models import WEBHOOK_EVENT_TYPES
+from invoicing.extensions import db
+from invoicing.models import WEBHOOK_EVENT_TYPES, Invoice, Payment
 from invoicing.services.api.keys import create_key
 from invoicing.services.api.webhooks import create_endpoint
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
@@ -122,6 +124,24 @@ ADMIN_PAGES = {
     "webhooks": lambda s: "/admin/settings/webhooks",
     "webhook endpoint and its delivery log": lambda s: f"/admin/settings/webhooks/{s.endpoint_id}",
     "API reference": lambda s: "/admin/api",
+}
+
+
+
+
+def _paid_public_id(s: Seeded) -> str:
+    return db.session.get_one(Invoice, s.paid_id).public_id
+
+
+def _paid_payment_id(s: Seeded) -> int:
+    return db.session.execute(select(Payment.id).where(Payment.invoice_id == s.paid_id)).scalar_one()
+
+
+PORTAL_INVOICE_PAGES = {
+    "portal invoices": lambda s: "/portal/?tab=all",  # amounts due, tabs, badges of every status
+    "portal invoice": lambda s: f"/portal/invoices/{_paid_public_id(s)}",  # lines, payment history with a refund
+    "portal receipt": lambda s: f"/portal/payments/{_paid_payment_id(s)}/receipt",
+    "company profile": lambda s: "/portal/company-profile",
 }
 
 
@@ -238,6 +258,20 @@ def test_it_fits_and_passes_axe_showing_a_new_key_and_a_new_signing_secret(sized
     sized_page.get_by_label("Endpoint URL").press_sequentially("http://127.0.0.1:9/" + "x" * 80, delay=5)
     sized_page.get_by_role("button", name="Add endpoint").click()
     sized_page.get_by_text("it is shown only this once").wait_for()
+    assert_fits_and_accessible(sized_page)
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(PORTAL_INVOICE_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_invoice_pages(sized_page, name, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")
+    seeded = seed(world, server.url)
+    token = issue_magic_link(world.client_a.contacts[0].id, now=real_now())
+    sized_page.goto(f"{server.url}/portal/login/{token}")
+    sized_page.get_by_role("button", name="Sign in").click()
+    sized_page.wait_for_url(f"{server.url}/portal/")
+    response = sized_page.goto(server.url + PORTAL_INVOICE_PAGES[name](seeded))
+    assert response.status == 200
     assert_fits_and_accessible(sized_page)
 
 

@@ -88,6 +88,7 @@ class ClientForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
     email = EmailField("Billing email", validators=[Optional(), email_address, Length(max=254)])
     address = TextAreaField("Address", validators=[Length(max=2000)])
+    tax_id = StringField("Tax id (VAT number, EIN...)", validators=[Length(max=64)])
     currency = SelectField("Currency", validators=[DataRequired()])
 
     def __init__(self, *args: Any, default_currency: str = "USD", **kwargs: Any):
@@ -104,7 +105,7 @@ class ClientForm(FlaskForm):
 
     def client_data(self) -> ClientData:
         return ClientData(name=self.name.data or "", email=self.email.data or "", address=self.address.data or "",
-                          currency=self.currency.data or "")
+                          currency=self.currency.data or "", tax_id=self.tax_id.data or "")
 
 
 class ContactForm(FlaskForm):

@@ -191,7 +191,8 @@ def _run_bulk(form: Any, now: datetime) -> bulk.BulkResult:
         return bulk.bulk_remind(form.ids, config=_mail_config(), actor=actor, now=now)
     if form.action == "mark_paid":
         return bulk.bulk_mark_paid(form.ids, method=form.method, paid_on=form.paid_on or _today(now),
-                                   reference=form.reference, batch_key=form.batch_key, actor=actor, now=now)
+                                   reference=form.reference, batch_key=form.batch_key, actor=actor, now=now,
+                                   site=_mail_config())
     return bulk.bulk_void(form.ids, reason=form.reason, actor=actor, now=now)
 
 
@@ -413,7 +414,7 @@ def record_payment(invoice_id: int) -> ResponseReturnValue:
         result = record_manual_payment(
             invoice.id, amount=form.amount_minor, method=form.method.data or "", paid_on=form.paid_on.data,
             reference=form.reference.data or "", actor=_actor(), now=_now(),
-            idempotency_key=f"manual:{invoice.id}:{form.idempotency_key.data}")
+            idempotency_key=f"manual:{invoice.id}:{form.idempotency_key.data}", site=_mail_config())
     except DomainError as exc:  # overpaid, partial not allowed, void or paid meanwhile
         form.amount.errors = [*form.amount.errors, str(exc)]
         # Said once: beside the amount, or at the top when the invoice no longer shows the form (now void, paid).

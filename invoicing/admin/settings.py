@@ -73,6 +73,8 @@ class SettingsForm(_Form):
     allow_partial_payments = BooleanField("Clients may pay part of an invoice")
     min_partial_amount = StringField("Smallest partial payment", validators=[Length(max=30)])
     payment_instructions = TextAreaField("Payment instructions (printed on invoices)", validators=[Length(max=2000)])
+    manual_payment_receipts = BooleanField("Email the client a receipt when staff record a cash, bank transfer or "
+                                           "cheque payment")
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -101,6 +103,7 @@ class SettingsForm(_Form):
             payment_terms_days=self.payment_terms_days.data or 0, number_format=self.number_format.data or "",
             timezone=self.timezone.data or "", allow_partial_payments=bool(self.allow_partial_payments.data),
             min_partial_amount=minimum, payment_instructions=self.payment_instructions.data or "",
+            manual_payment_receipts=bool(self.manual_payment_receipts.data),
         )
 
     def logo_bytes(self) -> bytes | None:

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, RadioField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    RadioField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length
 
 from invoicing.services.portal.auth import MAX_PASSWORD
 from invoicing.services.portal.autopay import MODES
+from invoicing.services.portal.profile import ProfileData
 from invoicing.services.users import MIN_PASSWORD
 
 
@@ -50,3 +60,14 @@ class AutopayForm(FlaskForm):
     agree = BooleanField("I agree to these terms", validators=[
         DataRequired(message="Tick the box to agree to the terms: autopay stays off without it.")])
     text_version = HiddenField(validators=[Length(max=40)])
+
+
+class CompanyProfileForm(FlaskForm):
+    """What a contact may change about their company (the name is staff's): plain values for the service."""
+
+    email = EmailField("Billing email", validators=[DataRequired(), Length(max=254)])
+    address = TextAreaField("Address", validators=[Length(max=2000)])
+    tax_id = StringField("Tax id (VAT number, EIN...)", validators=[Length(max=64)])
+
+    def profile_data(self) -> ProfileData:
+        return ProfileData(email=self.email.data or "", address=self.address.data or "", tax_id=self.tax_id.data or "")

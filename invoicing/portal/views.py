@@ -1,7 +1,7 @@
-"""Portal sign-in and the signed-in home. GET never signs anyone in: a magic link opens a page whose button
-POSTs (mail scanners open links without pressing buttons). Every sign-in POST (asking for a link, a password,
-a link's button) is rate-limited per IP, and per email where one is typed; the answers never tell whether an
-email is known."""
+"""Portal sign-in (the signed-in home, the invoice list, is portal/invoices.py). GET never signs anyone in: a
+magic link opens a page whose button POSTs (mail scanners open links without pressing buttons). Every sign-in
+POST (asking for a link, a password, a link's button) is rate-limited per IP, and per email where one is typed;
+the answers never tell whether an email is known."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from werkzeug.wrappers import Response
 from invoicing.extensions import limiter
 from invoicing.models import Contact
 from invoicing.portal import bp
-from invoicing.portal.access import contact_required, current_contact
 from invoicing.portal.forms import ConfirmForm, EmailLinkForm, PasswordSignInForm
 from invoicing.services import organizations
 from invoicing.services.portal import auth
@@ -124,10 +123,3 @@ def logout() -> Response:
     logout_user()
     session.clear()
     return redirect(url_for("portal.login"), code=303)
-
-
-@bp.get("/")
-@contact_required
-def index() -> str:
-    contact = current_contact()
-    return render_template("portal/home.html", contact=contact, organization=contact.organization)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import joinedload
 
 from invoicing.extensions import db
 from invoicing.mail import enqueue, render_email, sender_for
-from invoicing.models import AttentionCase, Invoice, Payment, User
+from invoicing.models import AttentionCase, Invoice, Organization, Payment, User
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
@@ -38,31 +38,44 @@ KIND_LABELS = {
 MAX_RESOLUTION = 500
 
 
+def organization_admins(organization: Organization) -> list[str]:
+    """Who hears what staff must know: the organization's active admins, else its reply-to address."""
+    admins = db.session.execute(select(User.email).where(
+        User.organization_id == organization.id, User.role == "admin", User.active.is_(True))
+    ).scalars().all()
+    return [e for e in (list(admins) or [organization.sender_email or ""]) if e]
+
+
 def admin_emails(invoice: Invoice) -> list[str]:
     """Who hears about money problems on an invoice: its organization's active admins, else its sender address."""
-    admins = db.session.execute(select(User.email).where(
-        User.organization_id == invoice.organization_id, User.role == "admin", User.active.is_(True))
-    ).scalars().all()
-    return [e for e in (list(admins) or [invoice.organization.sender_email or ""]) if e]
+    return organization_admins(invoice.organization)
 
 
 def email_admins(invoice: Invoice, *, kind: str, subject: str, key: str, now: datetime, site: Site | None = None,
                  **context: Any) -> int:
     """Queue templates/emails/<kind> to each admin in the current transaction, once per `key` and admin."""
     site = site or Site.from_config(current_app.config)
-    organization = invoice.organization
+    return email_organization_admins(invoice.organization, kind=kind, subject=subject, key=key, now=now, site=site,
+                                     admin_path=f"/admin/invoices/{invoice.id}", invoice=invoice, **context)
+
+
+def email_organization_admins(organization: Organization, *, kind: str, subject: str, key: str, now: datetime,
+                              site: Site, admin_path: str, invoice: Invoice | None = None, **context: Any) -> int:
+    """Queue templates/emails/<kind> to each admin of the organization in the current transaction, once per `key`
+    and admin; `admin_path` is the staff page the email links to."""
     text, html = render_email(kind, organization=organization, invoice=invoice, subject=subject,
-                              admin_url=site.url(f"/admin/invoices/{invoice.id}", invoice.organization), **context)
+                              admin_url=site.url(admin_path, organization), **context)
     sender, reply_to = sender_for(organization, site.mail_sender)
+    invoice_id = invoice.id if invoice is not None else None
     queued = 0
-    for to in admin_emails(invoice):
+    for to in organization_admins(organization):
         try:
             enqueue(kind=kind, to=to, subject=subject, text_body=text, html_body=html, from_addr=sender,
-                    reply_to=reply_to, now=now, organization_id=invoice.organization_id, invoice_id=invoice.id,
+                    reply_to=reply_to, now=now, organization_id=organization.id, invoice_id=invoice_id,
                     dedupe_key=f"{key}:{to}")
             queued += 1
-        except DomainError as exc:  # a bad address must not undo the money: log it
-            log.warning("%s email not queued: %s", kind, exc, extra={"invoice_id": invoice.id})
+        except DomainError as exc:  # a bad address must not undo the change: log it
+            log.warning("%s email not queued: %s", kind, exc, extra={"invoice_id": invoice_id})
     return queued
 
 

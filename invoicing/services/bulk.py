@@ -123,11 +123,12 @@ def bulk_remind(invoice_ids: Iterable[int], *, config: Site, actor: Actor, now: 
 
 def bulk_mark_paid(
     invoice_ids: Iterable[int], *, method: str, paid_on: date, reference: str, batch_key: str, actor: Actor,
-    now: datetime,
+    now: datetime, site: Site | None = None,
 ) -> BulkResult:
     """Record a manual payment of the amount due on each open invoice, through the one money door.
 
-    `batch_key` is the form's one-time key: submitting the same form twice records each payment once.
+    `batch_key` is the form's one-time key: submitting the same form twice records each payment once. With
+    `site`, each client gets its receipt (unless the organization turned receipts for manual payments off).
     """
     if method not in MANUAL_METHODS:
         raise DomainError("Choose cash, bank transfer, cheque or other.")
@@ -139,7 +140,8 @@ def bulk_mark_paid(
         if due <= 0:
             return False
         payment = record_manual_payment(invoice.id, amount=due, method=method, paid_on=paid_on, reference=reference,
-                                        actor=actor, now=now, idempotency_key=f"bulk:{batch_key}:{invoice.id}")
+                                        actor=actor, now=now, idempotency_key=f"bulk:{batch_key}:{invoice.id}",
+                                        site=site)
         return payment.created
 
     result = _run(invoice_ids, "mark_paid", "marked paid", work)

@@ -44,6 +44,7 @@ class ClientData:
     email: str = ""  # billing email: where invoices go when no contact is chosen
     address: str = ""
     currency: str = "USD"
+    tax_id: str = ""  # VAT number, EIN...: printed on its invoices
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,19 @@ def _clean_client(data: ClientData) -> dict[str, Any]:
     except MoneyError as exc:
         raise DomainError(str(exc)) from None
     email = normalize_email(data.email) if data.email.strip() else ""
-    return {"name": name, "email": email, "address": data.address.strip(), "currency": currency}
+    return {"name": name, "email": email, "address": data.address.strip(), "currency": currency,
+            "tax_id": clean_tax_id(data.tax_id)}
+
+
+MAX_TAX_ID = 64
+
+
+def clean_tax_id(value: str) -> str:
+    """A tax id as typed (trimmed, inner spaces kept: "DE 123 456 789"), at most MAX_TAX_ID characters."""
+    tax_id = " ".join(value.split())
+    if len(tax_id) > MAX_TAX_ID:
+        raise DomainError(f"The tax id can have at most {MAX_TAX_ID} characters.")
+    return tax_id
 
 
 def _clean_contact(data: ContactData) -> dict[str, Any]:

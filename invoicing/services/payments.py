@@ -5,7 +5,7 @@ apply_refund or reverse_refund, which lock the invoice row and are idempotent on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,6 +20,7 @@ from invoicing.services import DomainError
 from invoicing.services.attention import admin_emails, email_admins, open_case
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, lock_invoice, take_next
+from invoicing.services.receipts import queue_manual_receipt
 from invoicing.services.site import Site
 
 __all__ = ["admin_emails", "apply_payment", "apply_refund", "record_manual_payment", "reverse_refund"]
@@ -94,6 +95,7 @@ def apply_payment(
     failure_code: str | None = None,
     failure_message: str | None = None,
     observed_at: datetime | None = None,
+    then: Callable[[Payment], object] | None = None,
 ) -> PaymentResult:
     """Record money received (or pending, or failed) for an invoice, exactly once per provider reference.
 
@@ -102,6 +104,7 @@ def apply_payment(
 
     `observed_at` is when the provider was in this state: an event's `created`, or `now` for an object just
     retrieved from it. A move between pending states (processing <-> failed) older than the last one is ignored.
+    `then(payment)` runs in the same transaction once a new payment is recorded (a manual payment's receipt).
     """
     if amount <= 0:
         raise DomainError("The amount must be above zero.")
@@ -168,6 +171,8 @@ def apply_payment(
         if payment.overpayment:
             _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
             _flag(invoice, payment, excess=amount - due, void=invoice_status == "void", now=now)
+        if then is not None:
+            then(payment)
     return PaymentResult(payment, created=True)
 
 
@@ -302,8 +307,12 @@ def record_manual_payment(
     actor: Actor,
     now: datetime,
     idempotency_key: str | None = None,
+    site: Site | None = None,
 ) -> PaymentResult:
-    """Staff record cash, a bank transfer or a cheque (the form's one-time key makes a double submit safe)."""
+    """Staff record cash, a bank transfer or a cheque (the form's one-time key makes a double submit safe).
+
+    With `site`, the client is emailed a receipt in the same transaction, unless the organization turned
+    receipts for manual payments off (receipts.queue_manual_receipt); without it (demo data), none."""
     if method not in MANUAL_METHODS:
         raise DomainError("Choose cash, bank transfer, cheque or other.")
     if len(reference.strip()) > MAX_REFERENCE:
@@ -314,6 +323,7 @@ def record_manual_payment(
     return apply_payment(
         invoice_id, amount=amount, currency=invoice.currency, method=method, status="succeeded",
         actor=actor, now=now, idempotency_key=idempotency_key, reference=reference, paid_on=paid_on,
+        then=(lambda payment: queue_manual_receipt(payment, site=site, now=now)) if site is not None else None,
     )
 
 

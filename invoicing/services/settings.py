@@ -57,6 +57,7 @@ class OrgSettings:
     allow_partial_payments: bool = False
     min_partial_amount: int = 0  # minor units of the default currency
     payment_instructions: str = ""
+    manual_payment_receipts: bool = True  # email the client a receipt for cash, bank transfer, cheque payments
 
     @classmethod
     def of(cls, org: Organization) -> OrgSettings:
@@ -113,7 +114,7 @@ def _check(data: OrgSettings) -> tuple[OrgSettings, dict[str, str]]:
         payment_terms_days=data.payment_terms_days, number_format=data.number_format.strip(),
         timezone=data.timezone.strip(), allow_partial_payments=data.allow_partial_payments,
         min_partial_amount=data.min_partial_amount if data.allow_partial_payments else 0,
-        payment_instructions=data.payment_instructions.strip(),
+        payment_instructions=data.payment_instructions.strip(), manual_payment_receipts=data.manual_payment_receipts,
     )
     return cleaned, errors
 

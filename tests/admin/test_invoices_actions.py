@@ -255,8 +255,10 @@ def test_it_tells_the_story_of_the_invoice_in_its_timeline(client, world):
     db.session.commit()
     client.post(f"/admin/invoices/{invoice.id}/payments", data=payment_form())
     page = client.get(f"/admin/invoices/{invoice.id}").text
-    assert "Email delivered to clienta@clients.test" in page and ": queued" not in page
+    assert "Email delivered to clienta@clients.test" in page
+    assert "Email “Invoice 2026-0001 from Org A” to clienta@clients.test: queued" not in page
     assert "Viewed by the client" in page and "Payment succeeded: $270.00 (bank transfer) · TRF-77" in page
+    assert "Email “Receipt R-000001 for invoice 2026-0001 from Org A” to clienta@clients.test: queued" in page
 
 
 def test_it_queues_one_email_when_the_same_send_form_is_submitted_twice(client, world):
