@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, abort, current_app, g, redirect, request, url_for
+from flask import Flask, Response, abort, current_app, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
 from invoicing.config import load_config
@@ -112,7 +112,7 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    stripe = bool(g.get("stripe_checkout"))
+    stripe = bool(request.environ.get("invoicing.stripe_checkout"))  # portal/pay.py: STRIPE_CHECKOUT
     response.headers.setdefault("Permissions-Policy", STRIPE_PERMISSIONS_POLICY if stripe else PERMISSIONS_POLICY)
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", STRIPE_CHECKOUT_CSP if stripe else CSP)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app, g, render_template, request, url_for
+from flask import current_app, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectMultipleField
 
@@ -30,6 +30,7 @@ from invoicing.services.site import Site
 # Stripe.js of the API release the pinned SDK speaks (stripe 16: 2026-10-28.endive); createEmbeddedCheckoutPage
 # is its embedded Checkout (notes/billing.md section 4). Loaded only by the pay dialog's script, on demand.
 STRIPE_JS = "https://js.stripe.com/endive/stripe.js"
+STRIPE_CHECKOUT = "invoicing.stripe_checkout"
 LIMIT = "30 per minute"  # per IP: each start may call the provider
 
 
@@ -66,7 +67,7 @@ def stripe_checkout() -> dict[str, str] | None:
     then this page's Content-Security-Policy lets Stripe's script and frames in (invoicing._headers)."""
     if not _embedded_available():
         return None
-    g.stripe_checkout = True
+    request.environ[STRIPE_CHECKOUT] = True  # this request's page, read by invoicing._headers
     return {"js": STRIPE_JS, "key": current_app.config["STRIPE_PUBLISHABLE_KEY"]}
 
 

@@ -349,7 +349,8 @@ def apply_group_event(group: CheckoutGroup, *, status: str, actor: Actor, now: d
     """A PaymentIntent event (or a refund proving the charge succeeded) about a group's shared payment."""
     if group.session_id is None:
         raise DomainError("The group checkout of this payment is not recorded yet; retry after its session event.")
-    before = dict(db.session.execute(select(Payment.id, Payment.status).where(Payment.group_id == group.id)).tuples())
+    before = {row.id: row.status for row in db.session.execute(
+        select(Payment.id, Payment.status).where(Payment.group_id == group.id))}
     results = apply_group_payment(
         group.id, session_id=group.session_id, status=status, actor=actor, now=now, observed_at=observed_at,
         payment_intent_id=payment_intent_id, charge_id=charge_id, failure_code=failure_code,

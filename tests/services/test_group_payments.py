@@ -96,7 +96,8 @@ def inserts_fail_for(invoice_id: int) -> Iterator[None]:
         statements = (f"CREATE OR REPLACE FUNCTION refuse_share() RETURNS trigger AS $$ BEGIN "
                       f"IF NEW.invoice_id = {invoice_id} THEN RAISE EXCEPTION 'injected fault'; END IF; "
                       "RETURN NEW; END $$ LANGUAGE plpgsql",
-                      "CREATE TRIGGER refuse_share BEFORE INSERT ON payment FOR EACH ROW EXECUTE FUNCTION refuse_share()")
+                      "CREATE TRIGGER refuse_share BEFORE INSERT ON payment FOR EACH ROW "
+                      "EXECUTE FUNCTION refuse_share()")
         undo = ("DROP TRIGGER IF EXISTS refuse_share ON payment", "DROP FUNCTION IF EXISTS refuse_share()")
     else:
         statements = (f"CREATE TRIGGER refuse_share BEFORE INSERT ON payment WHEN NEW.invoice_id = {invoice_id} "
