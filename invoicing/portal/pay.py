@@ -32,6 +32,7 @@ from invoicing.services.site import Site
 STRIPE_JS = "https://js.stripe.com/endive/stripe.js"
 STRIPE_CHECKOUT = "invoicing.stripe_checkout"
 LIMIT = "30 per minute"  # per IP: each start may call the provider
+UNREACHABLE = "The payment provider could not be reached. Please try again in a minute."
 
 
 class PayForm(FlaskForm):
@@ -119,6 +120,8 @@ def _start(invoice_ids: list[int], ui: str) -> Any:
 def _open(started: CheckoutStart, invoice_ids: list[int]) -> Any:
     """Where the payment happens: in the dialog (embedded Stripe form, or the sandbox's form), else the hosted
     page (a 303, or a client redirect for htmx); a checkout found paid already goes to the return page."""
+    if not started.url and not started.client_secret:  # an embedded session not checked: the provider is away
+        return _refused(UNREACHABLE, 503, invoice_ids)
     if wants_fragment() and not started.paid:
         if started.client_secret:
             return render_template("portal/_checkout_embedded.html", started=started, invoice_ids=invoice_ids)
