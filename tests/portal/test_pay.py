@@ -224,3 +224,19 @@ def test_staff_see_who_paid_on_the_invoice_page_and_in_the_export(client: FlaskC
     assert rows[fresh(a).number]["Paid by"] == f"Client A contact 1 ({contact.email})"
     assert rows[fresh(linked).number]["Paid by"] == "Payer@Elsewhere.test"
     assert db.session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "receipt")) == 3
+
+
+def test_a_settles_later_payment_shows_processing_then_paid_on_the_return_page(client: FlaskClient, world: World):
+    a, b = two_open(world)
+    portal_login(client, world.client_a.contacts[0])
+    client.post("/portal/pay", data={"invoice": [a.id, b.id]})
+    group = db.session.scalars(select(CheckoutGroup)).one()
+    back = local(client.post(local(group.url), data={"card": "4000000000000077", "email": ""}).headers["Location"])
+    page = client.get(back)
+    assert "Payment processing" in page.text and "Settle as paid" in page.text  # the sandbox's bank, for the demo
+    assert [fresh(i).status for i in (a, b)] == ["processing", "processing"] and receipts() == []
+    settled = client.post(f"/pay/sandbox/{group.session_id}/settle", data={"outcome": "succeeded", "next": back})
+    assert settled.status_code == 303 and local(settled.headers["Location"]) == back
+    assert "Payment received, thank you" in client.get(back).text
+    assert [fresh(i).status for i in (a, b)] == ["paid", "paid"] and len(receipts()) == 2
+    assert_invariants()
