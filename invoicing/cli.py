@@ -20,7 +20,7 @@ from invoicing.jobs import load_jobs, run_job
 from invoicing.models import Organization
 from invoicing.services import DomainError
 from invoicing.services.audit import Actor
-from invoicing.services.demo import DEMO_EMAIL, DEMO_PASSWORD, load_demo
+from invoicing.services.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_PORTAL_EMAIL, DEMO_PORTAL_PASSWORD, load_demo
 from invoicing.services.users import create_organization, create_user
 
 
@@ -88,8 +88,14 @@ def demo(serve: bool, port: int) -> None:
     upgrade(revision="heads")
     org = load_demo(now=datetime.now(UTC), hash_method=current_app.config["PASSWORD_HASH_METHOD"])
     click.echo("Demo data loaded." if org else "Demo data already present.")
-    click.echo(f"\n  Log in at {current_app.config['BASE_URL']}/admin/login\n"
+    base = current_app.config["BASE_URL"]
+    click.echo(f"\n  Log in at {base}/admin/login\n"
                f"  email:    {DEMO_EMAIL}\n  password: {DEMO_PASSWORD}\n")
+    mailbox = ("it arrives by email" if current_app.config.get("MAIL_SERVER")
+               else "with no MAIL_SERVER the link waits in the admin's Outbox page: open it there")
+    click.echo(f"  Client portal (Wile Coyote of Acme Corporation) at {base}/portal/login\n"
+               f"  email:    {DEMO_PORTAL_EMAIL}\n  password: {DEMO_PORTAL_PASSWORD}\n"
+               f"  or \"Email me a sign-in link\": {mailbox}\n")
     problem = pdf.unavailable_reason()
     if problem:  # everything else works; say so now rather than on the first PDF download
         click.echo(f"  Note: {problem}\n", err=True)

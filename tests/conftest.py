@@ -16,6 +16,7 @@ import pytest
 from flask import Flask, g, request_started
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 
 from invoicing import create_app
@@ -25,6 +26,10 @@ from invoicing.services.audit import Actor
 from invoicing.services.db import atomic
 from invoicing.services.invoices import DraftData, LineData, create_draft, finalize_invoice
 from invoicing.services.users import create_organization, create_user
+
+# Property tests judge the code, not the machine: a loaded CI box must not fail them for being slow.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 pytest_plugins = ["tests.stripe_fixture", "tests.live_fixture", "tests.smtp_fixture"]
 

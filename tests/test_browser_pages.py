@@ -15,10 +15,12 @@ from flask import current_app
 
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
 from invoicing.services.payments import record_manual_payment
+from invoicing.services.portal.auth import issue_magic_link
 from invoicing.services.refunds import refund_payment
 from invoicing.services.sending import send_invoice
 from tests.conftest import PASSWORD, SYSTEM, World, make_invoice
 from tests.pay.support import real_now, sandbox, token
+from tests.portal.support import second_company
 from tests.test_browser_portal_pay import sign_in
 
 AXE = Path(__file__).parent / "vendor" / "axe-core-4.10.3" / "axe.min.js"
@@ -87,7 +89,10 @@ PUBLIC_PAGES = {
     "pay page": lambda page, s, url: page.goto(s.pay_url),
     "sandbox checkout": to_checkout,
     "confirmation": to_confirmation,
-    "portal": lambda page, s, url: page.goto(f"{url}/portal/"),  # a stub today: what exists of it
+    "portal sign-in": lambda page, s, url: page.goto(f"{url}/portal/login"),
+    "portal link sent": lambda page, s, url: (page.goto(f"{url}/portal/login"), page.locator("#link-email").fill(
+        "c1@clienta.test"), page.get_by_role("button", name="Email me a sign-in link").click(),
+        page.get_by_role("heading", name="Check your email").wait_for()),
     "staff login": lambda page, s, url: page.goto(f"{url}/admin/login"),
 }
 ADMIN_PAGES = {
@@ -152,6 +157,29 @@ def test_it_fits_and_passes_axe_on_the_public_pages(sized_page, name, live_serve
     assert_fits_and_accessible(sized_page)
 
 
+PORTAL_PAGES = {
+    "portal sign-in button": None,  # the page a magic link opens, before its button is pressed
+    "portal home": "/portal/",
+    "portal account": "/portal/account",
+    "portal company picker": "/portal/company",
+}
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(PORTAL_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_pages(sized_page, name, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")  # a sign-in per test
+    contact = world.client_a.contacts[0]
+    second_company(world, contact, "Client with a rather long company name GmbH & Co. KG")  # the picker, the switch
+    sized_page.goto(f"{server.url}/portal/login/{issue_magic_link(contact.id, now=real_now())}")
+    path = PORTAL_PAGES[name]
+    if path is not None:
+        sized_page.get_by_role("button", name="Sign in").click()
+        sized_page.wait_for_url(f"{server.url}/portal/company?next=/portal/")
+        assert sized_page.goto(server.url + path).status == 200
+    assert_fits_and_accessible(sized_page)
+
+
 def to_portal_dialog(page: Any, seeded: Seeded, base_url: str) -> None:
     """Every open invoice ticked, paid together: the sandbox's form in the pay dialog."""
     for box in page.locator("input.pay-pick").all():
@@ -168,7 +196,7 @@ def to_portal_paid(page: Any, seeded: Seeded, base_url: str) -> None:
     page.get_by_text("Payment received, thank you").wait_for()
 
 
-PORTAL_PAGES = {  # a signed-in contact of the seeded client, on the portal's pay page first
+PORTAL_PAY_PAGES = {  # a signed-in contact of the seeded client, on the portal's pay page first
     "portal pay": lambda page, s, url: None,
     "portal pay dialog": to_portal_dialog,
     "portal payment received": to_portal_paid,
@@ -176,12 +204,12 @@ PORTAL_PAGES = {  # a signed-in contact of the seeded client, on the portal's pa
 
 
 @pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
-@pytest.mark.parametrize("name", list(PORTAL_PAGES))
+@pytest.mark.parametrize("name", list(PORTAL_PAY_PAGES))
 def test_it_fits_and_passes_axe_on_the_portal_pay_pages(sized_page, name, live_server_factory, world):
     server = live_server_factory(RATELIMIT_ENABLED="0")  # the sandbox
     seeded = seed(world, server.url)
     sign_in(sized_page, server.url, world.client_a.contacts[0])
-    PORTAL_PAGES[name](sized_page, seeded, server.url)
+    PORTAL_PAY_PAGES[name](sized_page, seeded, server.url)
     assert_fits_and_accessible(sized_page)
 
 

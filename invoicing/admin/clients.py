@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from werkzeug.wrappers import Response
@@ -19,6 +19,8 @@ from invoicing.rendering import render
 from invoicing.services import DomainError, NotFound, clients, queries
 from invoicing.services.audit import Actor
 from invoicing.services.invoices import local_today
+from invoicing.services.portal import staff as portal_staff
+from invoicing.services.site import Site
 
 
 def _now() -> datetime:
@@ -175,4 +177,32 @@ def remove_contact(client_id: int, contact_id: int) -> ResponseReturnValue:
     except DomainError as exc:
         return _client_page(client, error=str(exc), status=422)
     flash(f"Contact {contact.name} removed.", "success")
+    return _to_client(client.id)
+
+
+@bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/portal-invitation")
+@staff_required
+def invite_contact(client_id: int, contact_id: int) -> ResponseReturnValue:
+    client = clients.get_client(current_user, client_id)
+    contact = _contact(client, contact_id)
+    try:
+        portal_staff.invite_contact(contact.id, client.organization_id, actor=_actor(),
+                                    site=Site.from_config(current_app.config), now=_now())
+    except DomainError as exc:
+        return _client_page(client, error=str(exc), status=422)
+    days = portal_staff.INVITATION_TTL.days
+    flash(f"Portal invitation emailed to {contact.email}: its sign-in link works once, for {days} days.", "success")
+    return _to_client(client.id)
+
+
+@bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/revoke-portal")
+@staff_required
+def revoke_portal(client_id: int, contact_id: int) -> ResponseReturnValue:
+    client = clients.get_client(current_user, client_id)
+    contact = _contact(client, contact_id)
+    try:
+        portal_staff.revoke_access(contact.id, client.organization_id, actor=_actor(), now=_now())
+    except DomainError as exc:
+        return _client_page(client, error=str(exc), status=422)
+    flash(f"{contact.name} can no longer use the portal; any session of theirs has ended.", "success")
     return _to_client(client.id)

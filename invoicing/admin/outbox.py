@@ -24,11 +24,16 @@ from invoicing.models import OutboxEmail
 from invoicing.rendering import render
 from invoicing.services import NotFound, invites, queries
 from invoicing.services.audit import Actor
+from invoicing.services.portal import auth as portal_auth
+from invoicing.services.portal import staff as portal_staff
 
 # The detail page shows a client's email in a sandboxed srcdoc iframe (no scripts, no same-origin); this
 # policy also covers it, since a srcdoc frame inherits its parent's: inline styles and data: images only.
 PREVIEW_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+# Emails whose body holds a live link (a staff invitation makes its holder staff; a portal sign-in link or
+# invitation signs its holder in as the client's contact): only admins may read them.
+LIVE_LINK_KINDS = frozenset({invites.KIND, portal_auth.SIGN_IN_KIND, portal_staff.INVITE_KIND})
 # Outbox statuses drawn with the existing badge colours.
 BADGE = {"sent": "succeeded", "failed": "failed", "queued": "open", "sending": "processing", "held": "partial"}
 
@@ -38,9 +43,9 @@ def _now() -> datetime:
 
 
 def _readable(email_id: int) -> OutboxEmail:
-    """The email, if this user may read it: an invitation holds a live link that would make staff an admin."""
+    """The email, if this user may read it: an invitation or sign-in link would let staff act as someone else."""
     email = get_email(email_id, queries.org_scope(current_user))
-    if email.kind == invites.KIND and current_user.role not in ("admin", "superadmin"):
+    if email.kind in LIVE_LINK_KINDS and current_user.role not in ("admin", "superadmin"):
         raise NotFound("Email not found.")
     return email
 

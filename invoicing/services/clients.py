@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, case, exists, func, select
+from sqlalchemy import Select, case, delete, exists, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from invoicing.extensions import db
-from invoicing.models import Client, Contact, Invoice, Organization, Payment, Refund, User
+from invoicing.models import Client, Contact, Invoice, Organization, Payment, PortalLogin, Refund, User
 from invoicing.money import MoneyError, check_currency
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic
+from invoicing.services.portal.auth import end_sessions
 from invoicing.services.queries import decode_cursor, encode_cursor, scoped
 from invoicing.services.users import normalize_email
 
@@ -169,7 +170,20 @@ def update_contact(
             setattr(contact, key, value)
         if changed:
             record("contact.updated", contact, actor=actor, now=now, details={"changed": sorted(changed)})
+        _portal_changes(contact, changed, actor=actor, now=now)
     return contact
+
+
+def _portal_changes(contact: Contact, changed: dict[str, Any], *, actor: Actor, now: datetime) -> None:
+    """The portal box really opens and closes the portal: unticked ends the contact's live sessions, unused
+    sign-in links and password, like "Revoke access"; a new email does the same (the password and sessions
+    were the old address's)."""
+    if changed.get("portal_access") is True:
+        record("contact.portal_enabled", contact, actor=actor, now=now, details={"email": contact.email})
+    elif changed.get("portal_access") is False:
+        record("contact.portal_revoked", contact, actor=actor, now=now, details={"email": contact.email})
+    if ("portal_access" in changed and not contact.portal_access) or "email" in changed:
+        end_sessions(contact, now=now, forget_password=True)
 
 
 def remove_contact(contact_id: int, organization_id: int, *, actor: Actor, now: datetime) -> None:
@@ -189,6 +203,7 @@ def remove_contact(contact_id: int, organization_id: int, *, actor: Actor, now: 
             )
         for draft in db.session.execute(select(Invoice).where(Invoice.contact_id == contact.id)).scalars():
             draft.contact_id = None
+        db.session.execute(delete(PortalLogin).where(PortalLogin.contact_id == contact.id))
         record("contact.removed", contact, actor=actor, now=now, details={"email": contact.email})
         db.session.delete(contact)
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from werkzeug.security import generate_password_hash
 
 from invoicing.extensions import db
 from invoicing.models import Client, Contact, Organization
@@ -20,13 +21,19 @@ from invoicing.services.users import create_organization, create_user
 DEMO_ORG = "Northwind Studio"
 DEMO_EMAIL = "admin@example.com"
 DEMO_PASSWORD = "demo-password"  # a demo only: never run `flask demo` against a real database
+DEMO_PORTAL_EMAIL = "wile@acme.test"  # the one contact with portal access (Acme Corporation)
+DEMO_PORTAL_PASSWORD = "portal-demo-password"
 
 
-def _client(org: Organization, name: str, email: str, currency: str, contacts: list[tuple[str, str]]) -> Client:
+def _client(org: Organization, name: str, email: str, currency: str, contacts: list[tuple[str, str]],
+            portal_hash: str) -> Client:
+    """A client and its contacts; the demo portal contact may sign in (with a link or the demo password)."""
     with atomic():
         client = Client(organization_id=org.id, name=name, email=email, currency=currency,
                         address="1 Demo Street\nSpringfield")
-        client.contacts = [Contact(organization_id=org.id, name=n, email=e, portal_access=True) for n, e in contacts]
+        client.contacts = [Contact(organization_id=org.id, name=n, email=e, portal_access=e == DEMO_PORTAL_EMAIL,
+                                   password_hash=portal_hash if e == DEMO_PORTAL_EMAIL else None)
+                           for n, e in contacts]
         db.session.add(client)
     return client
 
@@ -47,10 +54,13 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
     admin = create_user(DEMO_EMAIL, DEMO_PASSWORD, role="admin", organization=org, now=now, actor=system,
                         name="Dana Admin", hash_method=hash_method)
     actor = Actor.user(admin)
-    acme = _client(org, "Acme Corporation", "ap@acme.test", "USD", [("Wile Coyote", "wile@acme.test"),
-                                                                     ("Road Runner", "beep@acme.test")])
-    globex = _client(org, "Globex GmbH", "rechnung@globex.test", "EUR", [("Hank Scorpio", "hank@globex.test")])
-    kaiju = _client(org, "Kaiju Foods KK", "keiri@kaiju.test", "JPY", [("Aiko Tanaka", "aiko@kaiju.test")])
+    portal_hash = generate_password_hash(DEMO_PORTAL_PASSWORD, method=hash_method)
+    acme = _client(org, "Acme Corporation", "ap@acme.test", "USD", [("Wile Coyote", DEMO_PORTAL_EMAIL),
+                                                                     ("Road Runner", "beep@acme.test")], portal_hash)
+    globex = _client(org, "Globex GmbH", "rechnung@globex.test", "EUR", [("Hank Scorpio", "hank@globex.test")],
+                     portal_hash)
+    kaiju = _client(org, "Kaiju Foods KK", "keiri@kaiju.test", "JPY", [("Aiko Tanaka", "aiko@kaiju.test")],
+                    portal_hash)
 
     def invoice(client: Client, days_ago: int, terms: int, lines: list[tuple[str, str, int, str]], **extra: object):
         issued = (now - timedelta(days=days_ago)).date()
