@@ -26,6 +26,17 @@ QUIET_LOGGERS = ("apscheduler", "weasyprint", "fontTools")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+# A portal page whose pay dialog can mount Stripe's embedded Checkout (portal/pay.py stripe_checkout) lets in
+# Stripe.js, its frames and its API calls, from Stripe's origins only; every other page keeps CSP above.
+STRIPE = "https://js.stripe.com https://*.js.stripe.com"
+STRIPE_CHECKOUT_CSP = (
+    f"default-src 'self'; script-src 'self' {STRIPE}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: https://*.stripe.com; "
+    f"frame-src {STRIPE} https://hooks.stripe.com https://checkout.stripe.com; "
+    "connect-src 'self' https://api.stripe.com https://checkout.stripe.com; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+STRIPE_PERMISSIONS_POLICY = ('camera=(), microphone=(), geolocation=(), usb=(), '
+                             'payment=(self "https://js.stripe.com" "https://checkout.stripe.com")')
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -102,9 +113,10 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    stripe = bool(request.environ.get("invoicing.stripe_checkout"))  # portal/pay.py: STRIPE_CHECKOUT
+    response.headers.setdefault("Permissions-Policy", STRIPE_PERMISSIONS_POLICY if stripe else PERMISSIONS_POLICY)
     if response.mimetype == "text/html":
-        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Content-Security-Policy", STRIPE_CHECKOUT_CSP if stripe else CSP)
     if current_app.config["BASE_URL"].startswith("https://"):  # plain http (a trial on a laptop) must stay usable
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if request.path.startswith(("/admin", "/portal", "/pay", "/api")):

@@ -26,7 +26,7 @@ from sqlalchemy import (
     exists,
     true,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from invoicing.extensions import db
 
@@ -388,11 +388,34 @@ class Payment(Model):
     # The provider's time of the observation that last moved it between processing and failed (an event's
     # `created`, or when we retrieved the object): an older observation arriving later is stale.
     provider_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who paid: a signed-in portal contact (contact_id, also named paid_by_contact_id), or for a pay link
+    # opened without signing in, the email the payer typed at the provider's checkout.
+    payer_email: Mapped[str | None] = mapped_column(String(254))
+    # One provider payment for several invoices (the portal's "pay several at once"): each invoice's share is a
+    # Payment of its own, keyed `{session}:{invoice}`; the provider references are on the group, shared.
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("checkout_group.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     invoice: Mapped[Invoice] = relationship(back_populates="payments")
     refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
     attempts: Mapped[list[PaymentAttempt]] = relationship(order_by="PaymentAttempt.id", viewonly=True)
+    contact: Mapped[Contact | None] = relationship(viewonly=True)
+    group: Mapped[CheckoutGroup | None] = relationship(back_populates="payments")
+    paid_by_contact_id = synonym("contact_id")
+
+    @property
+    def payer_label(self) -> str:
+        """Who paid, as staff and the client read it: the portal contact (name and email), else the email typed
+        at checkout; "" when nobody is known (staff recorded it, or the provider told no email)."""
+        if self.contact is not None:
+            name = self.contact.name.strip()
+            return f"{name} ({self.contact.email})" if name and name != self.contact.email else self.contact.email
+        return self.payer_email or ""
+
+    @property
+    def provider_intent_id(self) -> str | None:
+        """The provider's PaymentIntent that moved this money: its own, or the one its group shares."""
+        return self.payment_intent_id or (self.group.payment_intent_id if self.group is not None else None)
 
     @property
     def method_label(self) -> str:
@@ -647,7 +670,64 @@ class CheckoutSession(Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # hosted (the provider's page, or the sandbox's) or embedded (Stripe's Checkout inside the portal page): an
+    # open session is handed out again only to the same kind of request from the same payer.
+    ui_mode: Mapped[str] = mapped_column(String(20), default="hosted", server_default="hosted")
+
     __table_args__ = (Index("ix_checkout_session_open", "invoice_id", "status"),)
+
+
+class CheckoutGroup(Model):
+    """One checkout for several invoices of one client and currency (portal: "pay several at once"). The
+    provider sees one session and one PaymentIntent for the sum; when it completes, each invoice is credited its
+    own item amount through the money door (services/payments.apply_group_payment), in one transaction.
+
+    `ref` goes into the provider's metadata (`checkout_group`): derived from the request's idempotency key with
+    an HMAC of SECRET_KEY, so a double click finds the same row and another installation's sessions never match."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    provider: Mapped[str] = mapped_column(String(20))
+    ui_mode: Mapped[str] = mapped_column(String(20), default="hosted")
+    # Set once the provider made the session (NULL: being made, or a crash before; never paid without one).
+    session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open, complete, expired
+    url: Mapped[str] = mapped_column(Text, default="")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    items: Mapped[list[CheckoutGroupItem]] = relationship(order_by="CheckoutGroupItem.invoice_id",
+                                                          cascade="all, delete-orphan")
+    payments: Mapped[list[Payment]] = relationship(back_populates="group", order_by="Payment.invoice_id")
+    contact: Mapped[Contact | None] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_checkout_group_open", "status", "created_at"),
+    )
+
+
+class CheckoutGroupItem(Model):
+    """One invoice of a group checkout and the amount it is to be credited (its amount due when selected)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("checkout_group.id", ondelete="CASCADE"))
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    invoice: Mapped[Invoice] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("group_id", "invoice_id"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
 
 
 # --- Sandbox payment provider (issue 4) ------------------------------------------------------------------

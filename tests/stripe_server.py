@@ -2,8 +2,10 @@
 
 Run: python tests/stripe_server.py --port PORT (--port 0 picks a free port; stdout's first line is
 "READY http://127.0.0.1:PORT"). localstripe is GPL-3.0: this is a test tool, the app never imports it.
-Added: Checkout Sessions with a hosted pay page (/_config/checkout/{id}, cards in CARDS), Checkout in setup mode
-with a hosted save-a-card page (/_config/setup/{id}, built on localstripe's SetupIntent), Idempotency-Key
+Added: Checkout Sessions with a hosted pay page (/_config/checkout/{id}, cards in CARDS; an embedded_page
+session gets a client_secret and no url, and the same page stands in for the form Stripe.js would mount, then
+sends the customer to its return_url: localstripe's fake Stripe.js has no embedded checkout), Checkout in setup
+mode with a hosted save-a-card page (/_config/setup/{id}, built on localstripe's SetupIntent), Idempotency-Key
 replays, charge.refunded/refund.created events, refunds that fail later (POST /_config/refunds/{id}/fail, with
 Stripe's refund.updated/charge.refund.updated/refund.failed events), fault injection (/_config/faults) and a
 webhook sender with pause/drop/duplicates/delay. DELETE /_config/data resets everything but webhook registrations.
@@ -52,7 +54,8 @@ BRANDS = {'4': 'visa', '5': 'mastercard', '3': 'amex', '6': 'discover'}
 DECIMALS = dict.fromkeys('bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf'.split(), 0) | \
     dict.fromkeys('bhd jod kwd omr tnd'.split(), 3)
 ACCEPTED_EXTRA = {'locale', 'submit_type', 'billing_address_collection', 'allow_promotion_codes',
-                  'customer_creation', 'ui_mode', 'payment_method_options'}
+                  'customer_creation', 'payment_method_options'}
+UI_MODES = ('hosted_page', 'embedded_page')  # API 2026-03-25.dahlia and later; 'hosted'/'embedded' are refused
 
 
 def bad(message, param=None, code=None, status=400):
@@ -109,15 +112,28 @@ class CheckoutSession(StripeObject):
 
     def __init__(self, mode=None, line_items=None, currency=None, customer=None, customer_email=None,
                  client_reference_id=None, metadata=None, payment_intent_data=None, success_url=None,
-                 cancel_url=None, expires_at=None, payment_method_types=None, **kwargs):
+                 cancel_url=None, expires_at=None, payment_method_types=None, ui_mode='hosted_page',
+                 return_url=None, redirect_on_completion=None, **kwargs):
         unknown = sorted(set(kwargs) - ACCEPTED_EXTRA)
         if unknown:
             raise bad(f'Received unknown parameter: {unknown[0]}', unknown[0])
         if mode != 'payment':
             raise bad('Missing required param: mode.' if mode is None else
                       'This test server only supports mode=payment.', 'mode')
-        if not success_url:
+        if ui_mode not in UI_MODES:
+            raise bad(f'Invalid ui_mode: must be one of {", ".join(UI_MODES)}', 'ui_mode')
+        if ui_mode == 'embedded_page':  # like Stripe: a return_url, and neither success_url nor cancel_url
+            for name, value in (('success_url', success_url), ('cancel_url', cancel_url)):
+                if value:
+                    raise bad(f'{name} is not allowed if ui_mode is `embedded_page`.', name)
+            if not return_url:
+                raise bad('Missing required param: return_url.', 'return_url')
+            if redirect_on_completion not in (None, 'always'):
+                raise bad('This test server only supports redirect_on_completion=always.', 'redirect_on_completion')
+        elif not success_url:
             raise bad('Missing required param: success_url.', 'success_url')
+        elif return_url or redirect_on_completion:
+            raise bad('return_url is only allowed if ui_mode is `embedded_page`.', 'return_url')
         if customer and customer_email:
             raise bad('You may only specify one of these parameters: customer, customer_email.')
         if customer and store.get('customer:' + customer) is None:
@@ -143,12 +159,22 @@ class CheckoutSession(StripeObject):
             metadata={k: v for k, v in (metadata or {}).items() if v != ''},
             payment_method_types=payment_method_types or ['card'], success_url=success_url,
             cancel_url=cancel_url, expires_at=expires_at, invoice=None, subscription=None, payment_link=None,
-            **kwargs)
+            ui_mode=ui_mode, return_url=return_url,
+            redirect_on_completion='always' if ui_mode == 'embedded_page' else None,
+            client_secret=None, **kwargs)
+        if ui_mode == 'embedded_page':  # what Stripe.js mounts the embedded form with
+            self.client_secret = f'{self.id}_secret_{random_id(24)}'
         self._items, self._pi_data = items, pi_data
 
     @property
-    def url(self):  # like Stripe: only present while the session can be paid
-        return f"{BASE['url']}/_config/checkout/{self.id}" if self.status == 'open' else None
+    def url(self):  # like Stripe: only present while a hosted session can be paid
+        if self.status != 'open' or self.ui_mode != 'hosted_page':
+            return None
+        return f"{BASE['url']}/_config/checkout/{self.id}"
+
+    @property
+    def _redirect_url(self):  # where the customer goes once paid: success_url, or an embedded form's return_url
+        return (self.success_url or self.return_url).replace('{CHECKOUT_SESSION_ID}', self.id)
 
     @classmethod
     def _api_retrieve(cls, id):
@@ -298,7 +324,7 @@ async def checkout_pay(request):
     declined = session._pay(card, form.get('email', '').strip())
     if declined:
         return render_page(session, declined, 402)
-    raise web.HTTPSeeOther(session.success_url.replace('{CHECKOUT_SESSION_ID}', session.id))
+    raise web.HTTPSeeOther(session._redirect_url)
 
 
 async def checkout_settle(request):

@@ -27,6 +27,7 @@ from invoicing.services.site import Site
 from tests.conftest import PASSWORD, SYSTEM, World, make_invoice
 from tests.pay.support import real_now, sandbox, token
 from tests.portal.support import second_company
+from tests.test_browser_portal_pay import sign_in
 
 AXE = Path(__file__).parent / "vendor" / "axe-core-4.10.3" / "axe.min.js"
 WIDTHS = {"desktop": 1280, "phone": 390}
@@ -210,6 +211,39 @@ def test_it_fits_and_passes_axe_on_the_portal_pages(sized_page, name, live_serve
         sized_page.get_by_role("button", name="Sign in").click()
         sized_page.wait_for_url(f"{server.url}/portal/company?next=/portal/")
         assert sized_page.goto(server.url + path).status == 200
+    assert_fits_and_accessible(sized_page)
+
+
+def to_portal_dialog(page: Any, seeded: Seeded, base_url: str) -> None:
+    """Every open invoice ticked, paid together: the sandbox's form in the pay dialog."""
+    for box in page.locator("input.pay-pick").all():
+        box.check()
+    page.get_by_role("button", name="Pay selected").click()
+    page.get_by_role("dialog", name="Payment").get_by_label("Card number").wait_for()
+
+
+def to_portal_paid(page: Any, seeded: Seeded, base_url: str) -> None:
+    to_portal_dialog(page, seeded, base_url)
+    dialog = page.get_by_role("dialog", name="Payment")
+    dialog.get_by_label("Card number").fill("4242 4242 4242 4242")
+    dialog.get_by_role("button", name="Pay", exact=True).click()
+    page.get_by_text("Payment received, thank you").wait_for()
+
+
+PORTAL_PAY_PAGES = {  # a signed-in contact of the seeded client, on the portal's pay page first
+    "portal pay": lambda page, s, url: None,
+    "portal pay dialog": to_portal_dialog,
+    "portal payment received": to_portal_paid,
+}
+
+
+@pytest.mark.parametrize("sized_page", list(WIDTHS), indirect=True)
+@pytest.mark.parametrize("name", list(PORTAL_PAY_PAGES))
+def test_it_fits_and_passes_axe_on_the_portal_pay_pages(sized_page, name, live_server_factory, world):
+    server = live_server_factory(RATELIMIT_ENABLED="0")  # the sandbox
+    seeded = seed(world, server.url)
+    sign_in(sized_page, server.url, world.client_a.contacts[0])
+    PORTAL_PAY_PAGES[name](sized_page, seeded, server.url)
     assert_fits_and_accessible(sized_page)
 
 

@@ -70,6 +70,9 @@ class CheckoutRequest:
     customer_id: str | None = None
     customer_email: str | None = None
     description: str = ""
+    # hosted: the provider's page at `url` (success_url and cancel_url); embedded: the provider's form inside
+    # our page, started with `client_secret` (Stripe's embedded_page: success_url is its return_url, no cancel).
+    ui_mode: str = "hosted"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Checkout:
     expires_at: datetime | None = None
     customer_id: str | None = None
     payer_email: str | None = None
+    client_secret: str | None = None  # embedded sessions: what the provider's script mounts the form with
 
     @property
     def invoice_id(self) -> int | None:
@@ -151,6 +155,7 @@ class RefundInfo:
     payment_intent_id: str | None = None
     reason: str = ""  # what staff wrote (metadata.reason)
     failure_reason: str = ""  # when failed: lost_or_stolen_card, expired_or_canceled_card, unknown, ...
+    payment_ref: str = ""  # our payment id (metadata.payment_id): which invoice's share of a shared payment
 
     @property
     def reversed(self) -> bool:
@@ -297,7 +302,7 @@ def checkout_from(obj: Mapping[str, Any], to_minor: AmountConverter) -> Checkout
         amount=to_minor(int(obj.get("amount_total") or 0), currency), currency=currency,
         payment_intent_id=_id(obj.get("payment_intent")), metadata=_meta(obj.get("metadata")),
         expires_at=_ts(obj.get("expires_at")), customer_id=_id(obj.get("customer")),
-        payer_email=details.get("email") or obj.get("customer_email"),
+        payer_email=details.get("email") or obj.get("customer_email"), client_secret=obj.get("client_secret"),
     )
 
 
@@ -325,6 +330,7 @@ def refund_from(obj: Mapping[str, Any], to_minor: AmountConverter, *, charge: Ma
         payment_intent_id=_id(obj.get("payment_intent")) or _id((charge or {}).get("payment_intent")),
         reason=str((obj.get("metadata") or {}).get("reason") or ""),
         failure_reason=str(obj.get("failure_reason") or ""),
+        payment_ref=str((obj.get("metadata") or {}).get("payment_id") or ""),
     )
 
 
@@ -442,7 +448,9 @@ class Gateway(ABC):
 
     @abstractmethod
     def refund(self, *, amount: int, currency: str, idempotency_key: str, payment_intent_id: str | None = None,
-               charge_id: str | None = None, reason: str = "") -> RefundInfo: ...
+               charge_id: str | None = None, reason: str = "", payment_ref: str = "") -> RefundInfo:
+        """Refund `amount` of a charge (or of an intent's charge). `payment_ref` (our payment id) goes into the
+        refund's metadata: a payment shared by several invoices says whose share it gives back."""
 
     @abstractmethod
     def charge_off_session(self, *, customer_id: str, payment_method_id: str, amount: int, currency: str,

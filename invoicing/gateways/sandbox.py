@@ -299,7 +299,7 @@ class SandboxGateway(Gateway):
         return charge_from(data, lambda amount, currency: amount)
 
     def refund(self, *, amount: int, currency: str, idempotency_key: str, payment_intent_id: str | None = None,
-               charge_id: str | None = None, reason: str = "") -> RefundInfo:
+               charge_id: str | None = None, reason: str = "", payment_ref: str = "") -> RefundInfo:
         events: list[tuple[str, dict[str, Any]]] = []
 
         def create() -> dict[str, Any]:
@@ -317,7 +317,8 @@ class SandboxGateway(Gateway):
             refund = self._add("refund", {
                 "id": _new_id("re"), "object": "refund", "amount": amount, "currency": charge["currency"],
                 "status": "succeeded", "charge": charge["id"], "payment_intent": charge["payment_intent"],
-                "metadata": {"reason": reason[:500]}, "created": int(time.time())})
+                "metadata": {"reason": reason[:500], **({"payment_id": payment_ref} if payment_ref else {})},
+                "created": int(time.time())})
             charge["amount_refunded"] += amount
             charge["refunded"] = charge["amount_refunded"] == charge["amount"]
             charge["refunds"] = {"object": "list", "data": [*charge["refunds"]["data"], refund]}
@@ -328,7 +329,8 @@ class SandboxGateway(Gateway):
         data = self._idempotent(f"refund:{idempotency_key}", create)
         self._emit(events)
         return RefundInfo(id=data["id"], amount=data["amount"], currency=currency, status=data["status"],
-                          charge_id=data["charge"], payment_intent_id=data["payment_intent"], reason=reason)
+                          charge_id=data["charge"], payment_intent_id=data["payment_intent"], reason=reason,
+                          payment_ref=payment_ref)
 
     def fail_refund(self, refund_id: str, *, status: str = "failed",
                     failure_reason: str = "expired_or_canceled_card") -> RefundInfo:

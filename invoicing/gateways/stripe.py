@@ -1,4 +1,4 @@
-"""Stripe: hosted Checkout Sessions, refunds, off-session PaymentIntents and signed webhooks.
+"""Stripe: hosted and embedded Checkout Sessions, refunds, off-session PaymentIntents and signed webhooks.
 
 The only module that imports `stripe`. It uses one `StripeClient` (never the SDK's globals) with explicit
 timeouts and network retries; every call that creates or moves money carries our idempotency key, so the
@@ -149,11 +149,13 @@ class StripeGateway(Gateway):
                 "unit_amount": to_stripe(request.amount, request.currency),
                 "product_data": {"name": request.product_name},
             }}],
-            "success_url": request.success_url,
-            "cancel_url": request.cancel_url,
             "metadata": metadata,
             "payment_intent_data": intent_data,
         }
+        if request.ui_mode == "embedded":  # API 2026-03-25.dahlia and later: "embedded_page", no success/cancel URL
+            params.update(ui_mode="embedded_page", return_url=request.success_url)
+        else:
+            params.update(success_url=request.success_url, cancel_url=request.cancel_url)
         if metadata.get("invoice_id"):
             params["client_reference_id"] = metadata["invoice_id"]
         if request.customer_id:
@@ -191,8 +193,9 @@ class StripeGateway(Gateway):
         return charge_from(charge.to_dict(), _to_minor)
 
     def refund(self, *, amount: int, currency: str, idempotency_key: str, payment_intent_id: str | None = None,
-               charge_id: str | None = None, reason: str = "") -> RefundInfo:
-        params: dict[str, Any] = {"amount": to_stripe(amount, currency), "metadata": {"reason": reason[:500]}}
+               charge_id: str | None = None, reason: str = "", payment_ref: str = "") -> RefundInfo:
+        metadata = {"reason": reason[:500], **({"payment_id": payment_ref} if payment_ref else {})}
+        params: dict[str, Any] = {"amount": to_stripe(amount, currency), "metadata": metadata}
         if charge_id:
             params["charge"] = charge_id
         elif payment_intent_id:

@@ -21,6 +21,7 @@ from invoicing.gateways.sandbox import ACCOUNTS, CARDS, SandboxGateway
 from invoicing.models import Invoice
 from invoicing.pay import bp
 from invoicing.pay.forms import PayForm, SandboxCardForm
+from invoicing.rendering import go, render, wants_fragment
 from invoicing.services import DomainError, NotFound, checkout
 from invoicing.services.paylinks import LinkGone, LinkNotFound, resolve
 
@@ -149,20 +150,23 @@ def _session_page(sandbox: SandboxGateway, session_id: str) -> dict[str, Any]:
 @bp.route("/sandbox/<session_id>", methods=["GET", "POST"])
 @limiter.limit(LIMIT)
 def sandbox_checkout(session_id: str) -> Any:
+    """The sandbox's hosted page; for an htmx request (the portal's pay dialog) its form alone, whose outcome
+    swaps in place (a decline answers 200 so htmx shows it) or moves the whole page on (HX-Redirect)."""
     sandbox = _sandbox()
     page, form, status = _session_page(sandbox, session_id), SandboxCardForm(), 200
     if form.validate_on_submit():
         outcome = sandbox.pay(session_id, card=form.number, account=form.account.data or "",
                               email=form.email.data or "")
         if outcome.redirect_url:
-            return redirect(outcome.redirect_url, code=303)
+            return go(outcome.redirect_url)
         if outcome.kind == "authenticate":
-            return redirect(url_for(".sandbox_authenticate", session_id=session_id), code=303)
+            return go(url_for(".sandbox_authenticate", session_id=session_id))
         field = form.account if (form.account.data or "").strip() else form.card
         field.errors = [outcome.message or "The payment did not go through."]
         page, status = _session_page(sandbox, session_id), 402
-    return render_template("pay/sandbox_checkout.html", page=page, form=form, cards=CARDS.values(),
-                           accounts=ACCOUNTS.values()), status
+    fragment = wants_fragment()
+    return render("pay/sandbox_checkout.html", "checkout", page=page, form=form, cards=CARDS.values(),
+                  accounts=ACCOUNTS.values(), in_dialog=fragment), 200 if fragment else status
 
 
 @bp.route("/sandbox/<session_id>/authenticate", methods=["GET", "POST"])
@@ -191,5 +195,5 @@ def sandbox_settle(session_id: str) -> Any:
     except GatewayError as exc:
         flash(exc.message, "error")
     back = request.form.get("next", "")
-    return redirect(back if back.startswith("/pay/") else url_for(".sandbox_checkout", session_id=session_id),
-                    code=303)
+    return redirect(back if back.startswith(("/pay/", "/portal/")) else url_for(".sandbox_checkout",
+                                                                               session_id=session_id), code=303)

@@ -101,8 +101,10 @@ def record_view(invoice_id: int, *, now: datetime) -> None:
 @dataclass(frozen=True)
 class CheckoutStart:
     session_id: str
-    url: str
+    url: str  # the hosted page; for an embedded session "" (the page mounts it with client_secret)
     reused: bool
+    client_secret: str | None = None
+    paid: bool = False  # it turned out paid already: `url` is the return page that says so
 
 
 def check_pay_amount(invoice: Invoice, amount: int) -> None:
@@ -122,12 +124,16 @@ def check_pay_amount(invoice: Invoice, amount: int) -> None:
                           f"{format_money(due, invoice.currency)}.")
 
 
-def _open_session(invoice: Invoice, amount: int, provider: str, now: datetime) -> CheckoutSession | None:
+def _open_session(invoice: Invoice, amount: int, provider: str, now: datetime, *, contact_id: int | None,
+                  ui_mode: str) -> CheckoutSession | None:
+    """An open session to hand out again: same amount and provider, and the same kind of request (the pay link,
+    or this portal contact's hosted or embedded checkout: their return pages and payers differ)."""
     return db.session.execute(
         select(CheckoutSession).where(
             CheckoutSession.invoice_id == invoice.id, CheckoutSession.status == "open",
             CheckoutSession.amount == amount, CheckoutSession.provider == provider,
-            CheckoutSession.expires_at > now + REUSE_MARGIN,
+            CheckoutSession.expires_at > now + REUSE_MARGIN, CheckoutSession.ui_mode == ui_mode,
+            CheckoutSession.contact_id == contact_id if contact_id else CheckoutSession.contact_id.is_(None),
         ).order_by(CheckoutSession.id.desc())
     ).scalars().first()
 
@@ -138,10 +144,12 @@ def _customer_key(site: Site, client: Client) -> str:
                                   hashlib.sha256).hexdigest()[:32]
 
 
-def _customer(invoice: Invoice, gateway: Gateway, site: Site) -> tuple[str | None, str | None]:
-    """(provider customer id, email): Stripe customers are created once per client and stored on it."""
+def _customer(invoice: Invoice, gateway: Gateway, site: Site,
+              payer: str | None = None) -> tuple[str | None, str | None]:
+    """(provider customer id, email): Stripe customers are created once per client and stored on it. `payer`:
+    the email of the portal contact paying, prefilled on the provider's page when no customer is kept."""
     client = invoice.client
-    email = (invoice.contact.email if invoice.contact else None) or client.email or None
+    email = payer or (invoice.contact.email if invoice.contact else None) or client.email or None
     if gateway.name != "stripe":
         return None, email
     if client.stripe_customer_id:
@@ -157,10 +165,35 @@ def _customer(invoice: Invoice, gateway: Gateway, site: Site) -> tuple[str | Non
     return customer_id, email
 
 
-def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site, now: datetime) -> CheckoutStart:
-    """Open a hosted checkout for `amount`, or hand out the open one for the same amount (double click,
-    second tab). The idempotency key (invoice, amount, what it has received, link version, the hour) makes
-    two racing requests get the same session from the provider; the row lock makes them store it once.
+@dataclass(frozen=True)
+class Channel:
+    """Where a checkout is started from and comes back to. The pay link (the default): no payer known, the
+    pay page's return and cancel URLs. The portal: the signed-in contact (who paid), its own return page
+    (`return_url` holds {CHECKOUT_SESSION_ID}), hosted or embedded."""
+
+    contact_id: int | None = None
+    return_url: str | None = None
+    cancel_url: str | None = None
+    ui_mode: str = "hosted"
+    payer_email: str | None = None  # the contact's email, prefilled at the provider
+    actor: Actor = Actor.anonymous()  # who starts it (the audit's "checkout.started")
+
+    def success_url(self, site: Site, invoice: Invoice) -> str:
+        return self.return_url or f"{site.pay_url(invoice)}/return?session_id={{CHECKOUT_SESSION_ID}}"
+
+    def back_url(self, site: Site, invoice: Invoice) -> str:
+        return self.cancel_url or site.pay_url(invoice)
+
+
+PAY_LINK = Channel()
+
+
+def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site, now: datetime,
+                   channel: Channel = PAY_LINK) -> CheckoutStart:
+    """Open a checkout for `amount`, or hand out the open one for the same amount and channel (double click,
+    second tab). The idempotency key (invoice, amount, what it has received, link version, the hour, the
+    channel) makes two racing requests get the same session from the provider; the row lock makes them store
+    it once.
 
     An open session is asked about at the provider before it is handed out again: the client may have paid it
     and lost the return page (and its webhook may be lost too). A paid one is recorded and the client is sent to
@@ -168,11 +201,13 @@ def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site
     with atomic():
         invoice = lock_invoice(invoice_id)
         check_pay_amount(invoice, amount)
-        existing = _open_session(invoice, amount, gateway.name, now)
+        existing = _open_session(invoice, amount, gateway.name, now, contact_id=channel.contact_id,
+                                 ui_mode=channel.ui_mode)
         reuse = (existing.session_id, existing.url) if existing is not None else None
     if reuse is not None:
-        started = _reuse(invoice_id, *reuse, gateway=gateway, site=site, now=now)
-        return started or start_checkout(invoice_id, amount=amount, gateway=gateway, site=site, now=now)
+        started = _reuse(invoice_id, *reuse, gateway=gateway, site=site, now=now, channel=channel)
+        return started or start_checkout(invoice_id, amount=amount, gateway=gateway, site=site, now=now,
+                                         channel=channel)
     with atomic():
         invoice = lock_invoice(invoice_id)
         check_pay_amount(invoice, amount)
@@ -186,20 +221,22 @@ def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site
             CheckoutSession.invoice_id == invoice.id, CheckoutSession.status != "open"))
         key = (f"checkout:{invoice.public_id}:{amount}:{invoice.currency}:{invoice.amount_paid}:"
                f"{invoice.link_version}:{bucket}:{closed}")
-        pay_url = site.pay_url(invoice)
+        if channel.contact_id:  # other metadata and URLs than the pay link's: another key
+            key += f":portal:{channel.contact_id}:{channel.ui_mode}"
         metadata = {"invoice_id": str(invoice.id), "invoice_number": invoice.number or "",
                     "invoice_public_id": invoice.public_id}
-        if invoice.contact_id:
-            metadata["contact_id"] = str(invoice.contact_id)
+        if channel.contact_id:  # who paid: only a signed-in contact is known (anyone may hold a pay link)
+            metadata["contact_id"] = str(channel.contact_id)
         product = f"Invoice {invoice.number}"
         description = f"{invoice.organization.name}, invoice {invoice.number}"
         currency = invoice.currency
+        success_url, cancel_url = channel.success_url(site, invoice), channel.back_url(site, invoice)
     try:
-        customer_id, email = _customer(invoice, gateway, site)
+        customer_id, email = _customer(invoice, gateway, site, channel.payer_email)
         request = CheckoutRequest(
             amount=amount, currency=currency, product_name=product, description=description,
-            success_url=f"{pay_url}/return?session_id={{CHECKOUT_SESSION_ID}}", cancel_url=pay_url,
-            idempotency_key=key, metadata=metadata, customer_id=customer_id, customer_email=email,
+            success_url=success_url, cancel_url=cancel_url, idempotency_key=key, metadata=metadata,
+            customer_id=customer_id, customer_email=email, ui_mode=channel.ui_mode,
         )
         checkout = gateway.create_checkout(request)
         if checkout.status != "open":  # the key replayed a session that has since closed: make a new one
@@ -207,11 +244,11 @@ def start_checkout(invoice_id: int, *, amount: int, gateway: Gateway, site: Site
                 CheckoutRequest(**{**request.__dict__, "idempotency_key": f"{key}:{secrets.token_hex(4)}"}))
     except GatewayError as exc:
         raise DomainError(exc.message) from None
-    return _store_session(invoice_id, checkout, gateway=gateway, site=site, now=now)
+    return _store_session(invoice_id, checkout, gateway=gateway, site=site, now=now, channel=channel)
 
 
-def _reuse(invoice_id: int, session_id: str, url: str, *, gateway: Gateway, site: Site,
-           now: datetime) -> CheckoutStart | None:
+def _reuse(invoice_id: int, session_id: str, url: str, *, gateway: Gateway, site: Site, now: datetime,
+           channel: Channel) -> CheckoutStart | None:
     """The open session if it still is at the provider; a completed one is recorded (the client goes to its
     confirmation page); None once it is closed here (expired), for the caller to make a new one."""
     try:
@@ -220,38 +257,41 @@ def _reuse(invoice_id: int, session_id: str, url: str, *, gateway: Gateway, site
         log.warning("open checkout %s not checked before reuse: %s", session_id, exc.message)
         return CheckoutStart(session_id, url, reused=True)
     if checkout.status == "open":
-        return CheckoutStart(session_id, url, reused=True)
+        return CheckoutStart(session_id, url, reused=True, client_secret=checkout.client_secret)
     if checkout.status == "complete":
         apply_checkout(checkout, gateway=gateway, site=site, now=now, actor=PAY_PAGE_ACTOR, retrieved=True)
         invoice = db.session.get(Invoice, invoice_id)
         assert invoice is not None
-        return CheckoutStart(session_id, f"{site.pay_url(invoice)}/return?session_id={session_id}", reused=True)
+        back = channel.success_url(site, invoice).replace("{CHECKOUT_SESSION_ID}", session_id)
+        return CheckoutStart(session_id, back, reused=True, paid=True)
     mark_session(checkout, invoice_id, gateway.name, now=now)
     _set_status(session_id, "expired")  # not ours (metadata) or not open for any other reason: never reuse it
     return None
 
 
-def _store_session(invoice_id: int, checkout: Checkout, *, gateway: Gateway, site: Site,
-                   now: datetime) -> CheckoutStart:
+def _store_session(invoice_id: int, checkout: Checkout, *, gateway: Gateway, site: Site, now: datetime,
+                   channel: Channel) -> CheckoutStart:
     with atomic():
         invoice = lock_invoice(invoice_id)
         row = db.session.execute(
             select(CheckoutSession).where(CheckoutSession.session_id == checkout.id)).scalar_one_or_none()
         if row is not None:
-            return CheckoutStart(row.session_id, row.url, reused=True)
+            return CheckoutStart(row.session_id, row.url, reused=True, client_secret=checkout.client_secret)
         payable = invoice.status == "open" and checkout.amount <= invoice.amount_due
         if payable:
             db.session.add(CheckoutSession(
                 organization_id=invoice.organization_id, invoice_id=invoice.id, provider=gateway.name,
                 session_id=checkout.id, amount=checkout.amount, currency=checkout.currency, status="open",
-                url=checkout.url or "", contact_id=invoice.contact_id, expires_at=checkout.expires_at, created_at=now,
+                url=checkout.url or "", contact_id=channel.contact_id, ui_mode=channel.ui_mode,
+                expires_at=checkout.expires_at, created_at=now,
             ))
-            record("checkout.started", invoice, actor=Actor.anonymous(), now=now,
-                   details={"session_id": checkout.id, "amount": checkout.amount, "provider": gateway.name})
+            record("checkout.started", invoice, actor=channel.actor, now=now,
+                   details={"session_id": checkout.id, "amount": checkout.amount, "provider": gateway.name,
+                            **({"ui_mode": channel.ui_mode} if channel.ui_mode != "hosted" else {})})
     if not payable:  # paid by another channel while we were at the provider
         _expire_at_provider(checkout.id, gateway)
         raise DomainError("This invoice was just paid or changed: please reload the page.")
-    return CheckoutStart(checkout.id, checkout.url or "", reused=False)
+    return CheckoutStart(checkout.id, checkout.url or "", reused=False, client_secret=checkout.client_secret)
 
 
 # --- recording what the provider says --------------------------------------------------------------------
@@ -312,12 +352,13 @@ def apply_checkout(checkout: Checkout, *, gateway: Gateway, site: Site, now: dat
     if retrieved:
         observed_at = now
         if status == "processing":
-            status, failure, observed_at = _pending_state(checkout, gateway, now=now)
+            status, failure, observed_at = pending_state(checkout, gateway, now=now)
     result = apply_payment(
         invoice.id, amount=checkout.amount, currency=checkout.currency, method=gateway.method,
         status=status, actor=actor, now=now, observed_at=observed_at,
         checkout_session_id=checkout.id, payment_intent_id=checkout.payment_intent_id,
         contact_id=_contact_id(checkout.metadata), failure_code=failure[0], failure_message=failure[1],
+        payer_email=checkout.payer_email,
     )
     mark_session(checkout, invoice.id, gateway.name, now=now)
     after_payment(result.payment.id, gateway=gateway, site=site, now=now, payer_email=checkout.payer_email)
@@ -326,8 +367,8 @@ def apply_checkout(checkout: Checkout, *, gateway: Gateway, site: Site, now: dat
     return result.payment
 
 
-def _pending_state(checkout: Checkout, gateway: Gateway, *, now: datetime
-                   ) -> tuple[str, tuple[str | None, str | None], datetime | None]:
+def pending_state(checkout: Checkout, gateway: Gateway, *, now: datetime
+                  ) -> tuple[str, tuple[str | None, str | None], datetime | None]:
     """What a complete but unpaid session retrieved now means: a session stays "unpaid" after its async
     payment failed, so only its PaymentIntent tells processing from failed. Without it, a time-less
     "processing" (the view says nothing about when), which the door applies as before."""
@@ -364,12 +405,13 @@ def describe_payment(payment_id: int, *, gateway: Gateway) -> None:
     payment = db.session.get(Payment, payment_id)
     if payment is None or payment.method_type or payment.method not in PROVIDER_METHODS:
         return
-    if not payment.payment_intent_id:
+    intent_id = payment.provider_intent_id
+    if not intent_id:
         return
     try:
-        intent = gateway.retrieve_payment_intent(payment.payment_intent_id)
+        intent = gateway.retrieve_payment_intent(intent_id)
     except GatewayError as exc:
-        log.warning("payment method of %s not retrieved: %s", payment.payment_intent_id, exc.message)
+        log.warning("payment method of %s not retrieved: %s", intent_id, exc.message)
         return
     if intent.method is not None:
         record_method(payment_id, intent.method)
@@ -378,6 +420,14 @@ def describe_payment(payment_id: int, *, gateway: Gateway) -> None:
 
 def _recipient(invoice: Invoice, fallback: str | None = None) -> str | None:
     return (invoice.contact.email if invoice.contact else None) or invoice.client.email or fallback
+
+
+def _receipt_to(payment: Payment, payer_email: str | None) -> str | None:
+    """A portal contact who paid gets the receipt; a pay-link payment's goes to the invoice's contact or client,
+    else to the email typed at checkout."""
+    if payment.contact is not None:
+        return payment.contact.email
+    return _recipient(payment.invoice, payer_email or payment.payer_email)
 
 
 def queue_email(kind: str, template: str, invoice: Invoice, *, to: str, subject: str, dedupe_key: str, site: Site,
@@ -405,7 +455,7 @@ def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: 
         if db.session.execute(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == key)).first():
             return False
         invoice = payment.invoice
-        to = _recipient(invoice, payer_email)
+        to = _receipt_to(payment, payer_email)
         if not to:
             return False
         texts = client_texts.for_sending("receipt", invoice, client_texts.payment_values(
@@ -460,7 +510,10 @@ def expire_stale_sessions(invoice_id: int, *, gateway: Gateway, site: Site, now:
         select(CheckoutSession).where(CheckoutSession.invoice_id == invoice_id, CheckoutSession.status == "open",
                                       CheckoutSession.amount > due)
     ).scalars()]
-    expired = 0
+    # Imported here: the group checkouts build on this module (after_payment, its receipts and expiries).
+    from invoicing.services.checkout_groups import expire_stale_groups
+
+    expired = expire_stale_groups(invoice_id, gateway=gateway, site=site, now=now)
     for session_id, provider in stale:
         if provider != gateway.name:  # made with another provider (configuration changed): nothing to call
             _set_status(session_id, "expired")

@@ -26,8 +26,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
-from invoicing.gateways.base import REFUND_UPDATE_EVENTS, ChargeInfo, Event, Gateway, RefundInfo
-from invoicing.models import Invoice, Payment, Refund, WebhookEvent
+from invoicing.gateways.base import (
+    REFUND_UPDATE_EVENTS,
+    ChargeInfo,
+    Checkout,
+    DisputeInfo,
+    Event,
+    Gateway,
+    RefundInfo,
+)
+from invoicing.models import CheckoutGroup, Invoice, Payment, Refund, WebhookEvent
 from invoicing.services import DomainError, NotFound
 from invoicing.services.attention import open_case
 from invoicing.services.audit import Actor, record
@@ -42,8 +50,23 @@ from invoicing.services.checkout import (
     notify_payment_failed,
     queue_email,
 )
+from invoicing.services.checkout_groups import (
+    apply_group_checkout,
+    apply_group_event,
+    group_for,
+    group_for_refs,
+    is_group,
+    mark_group,
+    refund_target,
+)
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.payments import admin_emails, apply_payment, apply_refund, reverse_refund
+from invoicing.services.payments import (
+    admin_emails,
+    apply_group_payment,
+    apply_payment,
+    apply_refund,
+    reverse_refund,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +172,12 @@ def _finish(row_id: int, status: str, error: str | None, now: datetime) -> None:
 def _on_checkout_paid(event: Event, ctx: Context) -> str:
     """checkout.session.completed and .async_payment_succeeded: payment_status says paid or pending."""
     checkout = event.checkout()
+    if is_group(checkout.metadata):
+        if group_for(checkout.metadata) is None:
+            return "ignored: not one of our checkouts"
+        payments = apply_group_checkout(checkout, gateway=ctx.gateway, site=ctx.site, now=ctx.now, actor=ctx.actor,
+                                        observed_at=event.observed_at)
+        return f"group: {_listed(payments)}" if payments else f"group session {checkout.payment_status}"
     if invoice_for(checkout.metadata) is None:
         return "ignored: not one of our invoices"
     payment = apply_checkout(checkout, gateway=ctx.gateway, site=ctx.site, now=ctx.now, actor=ctx.actor,
@@ -158,6 +187,8 @@ def _on_checkout_paid(event: Event, ctx: Context) -> str:
 
 def _on_checkout_async_failed(event: Event, ctx: Context) -> str:
     checkout = event.checkout()
+    if is_group(checkout.metadata):
+        return _on_group_async_failed(checkout, event, ctx)
     invoice = invoice_for(checkout.metadata)
     if invoice is None:
         return "ignored: not one of our invoices"
@@ -172,8 +203,32 @@ def _on_checkout_async_failed(event: Event, ctx: Context) -> str:
     return f"payment {result.payment.id} {result.payment.status}"
 
 
+def _on_group_async_failed(checkout: Checkout, event: Event, ctx: Context) -> str:
+    group = group_for(checkout.metadata)
+    if group is None:
+        return "ignored: not one of our checkouts"
+    results = apply_group_payment(
+        group.id, session_id=checkout.id, status="failed", actor=ctx.actor, now=ctx.now,
+        observed_at=event.observed_at, payment_intent_id=checkout.payment_intent_id,
+        failure_code="async_payment_failed", failure_message="The payment did not go through.")
+    mark_group(group.id, checkout)
+    for result in results:
+        notify_payment_failed(result.payment.id, site=ctx.site, now=ctx.now)
+    return f"group: {_listed([r.payment for r in results])}"
+
+
+def _listed(payments: list[Payment]) -> str:
+    return ", ".join(f"payment {p.id} {p.status}" for p in payments)
+
+
 def _on_checkout_expired(event: Event, ctx: Context) -> str:
     checkout = event.checkout()
+    if is_group(checkout.metadata):
+        group = group_for(checkout.metadata)
+        if group is None:
+            return "ignored: not one of our checkouts"
+        mark_group(group.id, checkout)
+        return "group session expired"
     invoice = invoice_for(checkout.metadata)
     if invoice is None:
         return "ignored: not one of our invoices"
@@ -187,11 +242,21 @@ INTENT_STATUS = {"payment_intent.succeeded": "succeeded", "payment_intent.proces
 
 def _on_payment_intent(event: Event, ctx: Context) -> str:
     intent = event.payment_intent()
+    status = INTENT_STATUS[event.type]
+    failed = status == "failed"
+    if is_group(intent.metadata):
+        group = group_for(intent.metadata)
+        if group is None:
+            return "ignored: not one of our checkouts"
+        payments = apply_group_event(
+            group, status=status, actor=ctx.actor, now=ctx.now, observed_at=event.observed_at, gateway=ctx.gateway,
+            site=ctx.site, payment_intent_id=intent.id, charge_id=intent.charge_id,
+            failure_code=intent.failure_code if failed else None,
+            failure_message=intent.failure_message if failed else None)
+        return f"group: {_listed(payments)}"
     invoice = invoice_for(intent.metadata)
     if invoice is None:
         return "ignored: not one of our invoices"
-    status = INTENT_STATUS[event.type]
-    failed = status == "failed"
     before = db.session.execute(select(Payment.status).where(Payment.payment_intent_id == intent.id)).scalar() \
         if failed else None
     result = apply_payment(
@@ -239,6 +304,35 @@ def _refunded_payment(charge: ChargeInfo, ctx: Context) -> Payment | None:
     return payment
 
 
+def _refunded_group(charge: ChargeInfo, ctx: Context) -> CheckoutGroup | None:
+    """The group whose shared charge this is, its payments recorded as succeeded if we had not heard it."""
+    group = group_for_refs(charge.id, charge.payment_intent_id) or group_for(charge.metadata)
+    if group is None:
+        return None
+    statuses = db.session.execute(select(Payment.status).where(Payment.group_id == group.id)
+                                  .execution_options(populate_existing=True)).scalars().all()
+    if not statuses or any(status not in COUNTED for status in statuses):
+        apply_group_event(group, status="succeeded", actor=ctx.actor, now=ctx.now, observed_at=None,
+                          gateway=ctx.gateway, site=ctx.site, payment_intent_id=charge.payment_intent_id,
+                          charge_id=charge.id)
+    return group
+
+
+def _on_group_refunded(group: CheckoutGroup, charge: ChargeInfo, ctx: Context) -> str:
+    """Each refund of a shared charge gives back one invoice's share (checkout_groups.refund_target)."""
+    done = 0
+    for refund in charge.refunds:
+        payment = refund_target(group, provider_refund_id=refund.id, amount=refund.amount,
+                                payment_ref=refund.payment_ref)
+        if refund.reversed:
+            _reverse(payment, refund, ctx)
+        elif refund.status in ("succeeded", "pending"):
+            apply_refund(payment.id, amount=refund.amount, actor=ctx.actor, now=ctx.now,
+                         provider_refund_id=refund.id, reason=refund.reason)
+            done += 1
+    return f"group {group.id}: {done} refund(s) known"
+
+
 def _on_charge_refunded(event: Event, ctx: Context) -> str:
     """Partial or full refunds, matched on the provider's refund id: a refund staff made from the admin
     (recorded with its id) or a refund event seen before changes nothing twice. A listed refund that already
@@ -246,6 +340,9 @@ def _on_charge_refunded(event: Event, ctx: Context) -> str:
     charge = event.charge()
     if charge.amount_refunded and not charge.refunds:
         charge = ctx.gateway.retrieve_charge(charge.id)
+    group = _refunded_group(charge, ctx)
+    if group is not None:
+        return _on_group_refunded(group, charge, ctx)
     payment = _refunded_payment(charge, ctx)
     if payment is None:
         return "ignored: not one of our invoices"
@@ -269,6 +366,13 @@ def _on_refund_updated(event: Event, ctx: Context) -> str:
     refund = event.refund()
     if not refund.reversed:
         return f"ignored: the refund is {refund.status}"
+    group = group_for_refs(refund.charge_id, refund.payment_intent_id)
+    if group is None and refund.charge_id and _payment_for(refund.charge_id, refund.payment_intent_id) is None:
+        group = _refunded_group(ctx.gateway.retrieve_charge(refund.charge_id), ctx)
+    if group is not None:
+        target = refund_target(group, provider_refund_id=refund.id, amount=refund.amount,
+                               payment_ref=refund.payment_ref)
+        return f"refund {_reverse(target, refund, ctx).id} {refund.status}"
     payment = _payment_for(refund.charge_id, refund.payment_intent_id)
     if payment is None or payment.status not in COUNTED:
         if not refund.charge_id:
@@ -289,6 +393,9 @@ def _reverse(payment: Payment, refund: RefundInfo, ctx: Context) -> Refund:
 def _on_dispute_created(event: Event, ctx: Context) -> str:
     """Flag the invoice, write the audit event and alert the organization's admins by email (once)."""
     dispute = event.dispute()
+    group = group_for_refs(dispute.charge_id, dispute.payment_intent_id)
+    if group is not None:
+        return _on_group_disputed(group, dispute, ctx)
     payment = _payment_for(dispute.charge_id, dispute.payment_intent_id)
     if payment is None:
         if dispute.charge_id and invoice_for(ctx.gateway.retrieve_charge(dispute.charge_id).metadata) is None:
@@ -309,6 +416,33 @@ def _on_dispute_created(event: Event, ctx: Context) -> str:
                    now=ctx.now, subject=f"Payment disputed: invoice {invoice.number}", payment=payment,
                    dispute=dispute, admin_url=ctx.site.url(f"/admin/invoices/{invoice.id}", invoice.organization))
     return f"invoice {payment.invoice_id} flagged as disputed"
+
+
+def _on_group_disputed(group: CheckoutGroup, dispute: DisputeInfo, ctx: Context) -> str:
+    """A dispute of a shared charge concerns every invoice it paid: each is flagged (its own case, for its
+    share), and the admins get one email per dispute, naming the first invoice."""
+    payments = list(db.session.execute(select(Payment).where(Payment.group_id == group.id)
+                                       .order_by(Payment.invoice_id)).scalars())
+    if not payments:
+        raise DomainError("The disputed payment is not recorded yet; retry after its payment event.")
+    with atomic():
+        invoices = [lock_invoice(payment.invoice_id) for payment in payments]  # id order, like the door
+        for invoice, payment in zip(invoices, payments, strict=True):
+            if invoice.disputed_at is None:
+                invoice.disputed_at = ctx.now
+            record("invoice.disputed", invoice, actor=ctx.actor, now=ctx.now,
+                   details={"dispute_id": dispute.id, "payment_id": payment.id, "amount": dispute.amount,
+                            "share": payment.amount, "reason": dispute.reason, "group_id": group.id})
+            open_case(invoice, kind="dispute", key=f"dispute:{dispute.id}:{invoice.id}", amount=payment.amount,
+                      currency=payment.currency, payment=payment, detail=dispute.reason.replace("_", " "),
+                      now=ctx.now, notify=False)
+        numbers = ", ".join(invoice.number or str(invoice.id) for invoice in invoices)
+        for to in admin_emails(invoices[0]):
+            queue_email("dispute", "dispute", invoices[0], to=to, dedupe_key=f"dispute:{dispute.id}:{to}",
+                        site=ctx.site, now=ctx.now, subject=f"Payment disputed: invoices {numbers}",
+                        payment=payments[0], dispute=dispute,
+                        admin_url=ctx.site.url(f"/admin/invoices/{invoices[0].id}", invoices[0].organization))
+    return f"invoices {numbers} flagged as disputed"
 
 
 def _int(value: str | None) -> int | None:
@@ -347,11 +481,15 @@ def _invoice_of(row: WebhookEvent) -> Invoice | None:
         obj = json.loads(row.payload)["data"]["object"]
     except (ValueError, KeyError, TypeError):
         return None
-    meta = obj.get("metadata") or {}
+    meta = {str(k): str(v) for k, v in (obj.get("metadata") or {}).items()}
     if meta.get("invoice_id"):  # checked against its public id: another installation's invoice 1 is not ours
-        return invoice_for({k: str(v) for k, v in meta.items()})
+        return invoice_for(meta)
     charge, intent = obj.get("charge"), obj.get("payment_intent")
-    payment = _payment_for(charge if isinstance(charge, str) else None, intent if isinstance(intent, str) else None)
+    charge, intent = (charge if isinstance(charge, str) else None), (intent if isinstance(intent, str) else None)
+    group = group_for(meta) if is_group(meta) else group_for_refs(charge, intent)
+    if group is not None:  # filed under its first invoice (they are all the same client's)
+        return group.items[0].invoice if group.items else None
+    payment = _payment_for(charge, intent)
     return payment.invoice if payment else None
 
 

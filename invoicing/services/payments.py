@@ -1,6 +1,6 @@
 """The one door for money: every change to what an invoice has received goes through apply_payment,
-apply_refund or reverse_refund, which lock the invoice row and are idempotent on the provider reference
-(DESIGN rule 2)."""
+apply_group_payment (one provider payment for several invoices), apply_refund or reverse_refund, which lock the
+invoice rows and are idempotent on the provider reference (DESIGN rule 2)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from sqlalchemy import or_, select, update
 
 from invoicing.extensions import db
 from invoicing.gateways.base import REFUND_REVERSED, MethodDetails
-from invoicing.models import MANUAL_METHODS, Invoice, Payment, PaymentAttempt, ReceiptCounter, Refund
+from invoicing.models import (
+    MANUAL_METHODS,
+    CheckoutGroup,
+    CheckoutGroupItem,
+    Invoice,
+    Payment,
+    PaymentAttempt,
+    ReceiptCounter,
+    Refund,
+)
 from invoicing.money import MAX_AMOUNT, format_money
 from invoicing.services import DomainError
 from invoicing.services.attention import admin_emails, email_admins, open_case
@@ -23,7 +32,8 @@ from invoicing.services.db import atomic, lock_invoice, take_next
 from invoicing.services.receipts import queue_manual_receipt
 from invoicing.services.site import Site
 
-__all__ = ["admin_emails", "apply_payment", "apply_refund", "record_manual_payment", "reverse_refund"]
+__all__ = ["admin_emails", "apply_group_payment", "apply_payment", "apply_refund", "record_manual_payment",
+           "reverse_refund"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +106,7 @@ def apply_payment(
     failure_message: str | None = None,
     observed_at: datetime | None = None,
     then: Callable[[Payment], object] | None = None,
+    payer_email: str | None = None,
 ) -> PaymentResult:
     """Record money received (or pending, or failed) for an invoice, exactly once per provider reference.
 
@@ -106,10 +117,7 @@ def apply_payment(
     retrieved from it. A move between pending states (processing <-> failed) older than the last one is ignored.
     `then(payment)` runs in the same transaction once a new payment is recorded (a manual payment's receipt).
     """
-    if amount <= 0:
-        raise DomainError("The amount must be above zero.")
-    if amount > MAX_AMOUNT:  # no provider moves that much; the columns could not hold the sums (services/totals.py)
-        raise DomainError(f"The amount is too large: at most {format_money(MAX_AMOUNT, currency)}.")
+    _check_amount(amount, currency)
     with atomic():
         invoice = lock_invoice(invoice_id)
         refs = dict(
@@ -125,55 +133,147 @@ def apply_payment(
             raise DomainError("This payment reference belongs to another invoice.")
         if payment is not None:
             _advance(payment, invoice, status=status, actor=actor, now=now, refs=refs, charge_id=charge_id,
-                     failure_code=failure_code, failure_message=failure_message, observed_at=observed_at)
+                     failure_code=failure_code, failure_message=failure_message, observed_at=observed_at,
+                     payer_email=payer_email)
             return PaymentResult(payment, created=False)
         if currency.upper() != invoice.currency:
             raise DomainError(f"This invoice is in {invoice.currency}, not {currency.upper()}.")
-        manual = method in MANUAL_METHODS
-        due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
-        if manual:
-            if invoice.status not in ("open", "processing"):
-                raise DomainError(
-                    f"Invoice {invoice.number or invoice.id} is {invoice.status}; it cannot take a payment."
-                )
-            if amount > due:
-                raise DomainError(f"That is more than the amount due ({format_money(due, invoice.currency)}); "
-                                  "overpayments are refused.")
-            if amount < due and not invoice.organization.allow_partial_payments:
-                raise DomainError("Partial payments are turned off for this organization: record the full amount due.")
-        payment = Payment(
-            organization_id=invoice.organization_id,
-            invoice_id=invoice.id,
-            amount=amount,
-            currency=invoice.currency,
-            method=method,
-            status=status,
-            reference=reference.strip(),
-            paid_on=paid_on,
-            contact_id=contact_id,
-            recorded_by_id=actor.id if actor.type == "user" else None,
-            overpayment=status == "succeeded" and amount > due,
-            succeeded_at=now if status == "succeeded" else None,
-            failure_code=failure_code,
-            failure_message=failure_message,
-            provider_state_at=observed_at.replace(microsecond=0) if observed_at and status in _PENDING else None,
-            created_at=now,
-            **refs,
-        )
-        db.session.add(payment)
-        db.session.flush()
-        _number_receipt(payment)
-        invoice_status = invoice.status
-        recompute_balance(invoice, now=now)
-        record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment) | _failure(payment))
-        if status == "failed":
-            _record_attempt(payment, charge_id=charge_id, now=now)
-        if payment.overpayment:
-            _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
-            _flag(invoice, payment, excess=amount - due, void=invoice_status == "void", now=now)
+        if method in MANUAL_METHODS:
+            _check_manual(invoice, amount)
+        payment = _create(invoice, amount=amount, method=method, status=status, actor=actor, now=now, refs=refs,
+                          charge_id=charge_id, reference=reference.strip(), paid_on=paid_on, contact_id=contact_id,
+                          failure_code=failure_code, failure_message=failure_message, observed_at=observed_at,
+                          payer_email=payer_email)
         if then is not None:
             then(payment)
     return PaymentResult(payment, created=True)
+
+
+def _check_amount(amount: int, currency: str) -> None:
+    if amount <= 0:
+        raise DomainError("The amount must be above zero.")
+    if amount > MAX_AMOUNT:  # no provider moves that much; the columns could not hold the sums (services/totals.py)
+        raise DomainError(f"The amount is too large: at most {format_money(MAX_AMOUNT, currency)}.")
+
+
+def _check_manual(invoice: Invoice, amount: int) -> None:
+    """Staff record only what is due: a manual payment is refused on a closed invoice or above the amount due."""
+    due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
+    if invoice.status not in ("open", "processing"):
+        raise DomainError(f"Invoice {invoice.number or invoice.id} is {invoice.status}; it cannot take a payment.")
+    if amount > due:
+        raise DomainError(f"That is more than the amount due ({format_money(due, invoice.currency)}); "
+                          "overpayments are refused.")
+    if amount < due and not invoice.organization.allow_partial_payments:
+        raise DomainError("Partial payments are turned off for this organization: record the full amount due.")
+
+
+def _create(invoice: Invoice, *, amount: int, method: str, status: str, actor: Actor, now: datetime,
+            refs: dict[str, str | None], charge_id: str | None, reference: str = "", paid_on: date | None = None,
+            contact_id: int | None = None, failure_code: str | None = None, failure_message: str | None = None,
+            observed_at: datetime | None = None, payer_email: str | None = None,
+            group_id: int | None = None) -> Payment:
+    """A new payment on a locked invoice, its receipt number, the balance, the audit row and any overpayment flag."""
+    due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
+    payment = Payment(
+        organization_id=invoice.organization_id,
+        invoice_id=invoice.id,
+        amount=amount,
+        currency=invoice.currency,
+        method=method,
+        status=status,
+        reference=reference,
+        paid_on=paid_on,
+        contact_id=contact_id,
+        payer_email=(payer_email or "").strip()[:254] or None,
+        group_id=group_id,
+        recorded_by_id=actor.id if actor.type == "user" else None,
+        overpayment=status == "succeeded" and amount > due,
+        succeeded_at=now if status == "succeeded" else None,
+        failure_code=failure_code,
+        failure_message=failure_message,
+        provider_state_at=observed_at.replace(microsecond=0) if observed_at and status in _PENDING else None,
+        created_at=now,
+        **refs,
+    )
+    db.session.add(payment)
+    db.session.flush()
+    _number_receipt(payment)
+    invoice_status = invoice.status
+    recompute_balance(invoice, now=now)
+    record(f"payment.{status}", invoice, actor=actor, now=now, details=_details(payment) | _failure(payment))
+    if status == "failed":
+        _record_attempt(payment, charge_id=charge_id, now=now)
+    if payment.overpayment:
+        _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
+        _flag(invoice, payment, excess=amount - due, void=invoice_status == "void", now=now)
+    return payment
+
+
+def apply_group_payment(
+    group_id: int,
+    *,
+    session_id: str,
+    status: str,
+    actor: Actor,
+    now: datetime,
+    payment_intent_id: str | None = None,
+    charge_id: str | None = None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+    observed_at: datetime | None = None,
+    payer_email: str | None = None,
+) -> list[PaymentResult]:
+    """Record one provider payment that pays several invoices (a CheckoutGroup): each invoice is credited its
+    own item amount, all of it in one transaction, exactly once per (session, invoice).
+
+    The invoice rows are locked in id order, so two callers (the webhook, the return page, reconcile) never
+    deadlock and the second finds the first one's payments by their keys `{session_id}:{invoice_id}` and only
+    moves them forward. The provider references (intent, charge) are kept on the group, which its payments
+    share: they are UNIQUE on a payment. Money already moved is never refused: an invoice paid meanwhile by
+    another channel is credited all the same and its share flagged as an overpayment."""
+    group = db.session.get(CheckoutGroup, group_id)
+    if group is None:
+        raise DomainError("Checkout not found.")
+    _check_amount(group.amount, group.currency)
+    results = []
+    with atomic():
+        items = db.session.execute(select(CheckoutGroupItem).where(CheckoutGroupItem.group_id == group_id)
+                                   .order_by(CheckoutGroupItem.invoice_id)).scalars().all()
+        invoices = [lock_invoice(item.invoice_id) for item in items]  # id order: no deadlock between groups
+        group = db.session.get(CheckoutGroup, group_id, populate_existing=True)
+        assert group is not None
+        _fill_group_refs(group, session_id=session_id, payment_intent_id=payment_intent_id,
+                         charge_id=charge_id if status == "succeeded" else None)
+        for item, invoice in zip(items, invoices, strict=True):
+            key = f"{session_id}:{invoice.id}"
+            payment = _existing(idempotency_key=key)
+            if payment is not None:
+                _advance(payment, invoice, status=status, actor=actor, now=now, refs={}, charge_id=None,
+                         failure_code=failure_code, failure_message=failure_message, observed_at=observed_at,
+                         payer_email=payer_email)
+                results.append(PaymentResult(payment, created=False))
+                continue
+            if invoice.currency != group.currency:
+                raise DomainError(f"Invoice {invoice.number} is in {invoice.currency}, not {group.currency}.")
+            payment = _create(invoice, amount=item.amount, method=_method_of(group.provider), status=status,
+                              actor=actor, now=now, refs={"idempotency_key": key}, charge_id=None,
+                              contact_id=group.contact_id, failure_code=failure_code,
+                              failure_message=failure_message, observed_at=observed_at, payer_email=payer_email,
+                              group_id=group.id)
+            results.append(PaymentResult(payment, created=True))
+    return results
+
+
+def _method_of(provider: str) -> str:
+    return "sandbox" if provider == "sandbox" else "card"
+
+
+def _fill_group_refs(group: CheckoutGroup, **refs: str | None) -> None:
+    """The provider references a group learns over time (the intent at payment, the charge once it succeeded)."""
+    for name, value in refs.items():
+        if value and not getattr(group, name):
+            setattr(group, name, value)
 
 
 def _number_receipt(payment: Payment) -> None:
@@ -221,11 +321,13 @@ def _record_attempt(payment: Payment, *, charge_id: str | None, now: datetime, c
 
 def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, now: datetime,
              refs: dict[str, str | None], charge_id: str | None, failure_code: str | None,
-             failure_message: str | None, observed_at: datetime | None) -> None:
+             failure_message: str | None, observed_at: datetime | None, payer_email: str | None = None) -> None:
     """A known payment heard of again: fill in missing references, and move its state forward only."""
     for name, value in refs.items():
         if value and not getattr(payment, name):
             setattr(payment, name, value)
+    if payer_email and not payment.payer_email:  # the checkout's event knows it, the intent's does not
+        payment.payer_email = payer_email.strip()[:254]
     if payment.status not in _PENDING or status not in (*_PENDING, "succeeded"):
         return
     if status == payment.status == "failed" and charge_id:  # another try declined in the same checkout

@@ -1,8 +1,9 @@
 """Reconciliation: ask the provider about whatever we are unsure of, and record what it says through the
 same door as the webhooks (job `reconcile`, every 10 minutes; `flask billing reconcile [--dry-run]`).
 
-- checkout sessions open for longer than a short grace period (the client may have paid and closed the tab
-  before the return page, with the webhook lost), past their expiry, or open on an invoice paid or void;
+- checkout sessions (and group checkouts: several invoices, one session) open for longer than a short grace
+  period (the client may have paid and closed the tab before the return page, with the webhook lost), past
+  their expiry, or open on an invoice paid or void;
 - payments stuck in processing (settles-later methods) whose outcome we have not heard;
 - inbox events that failed (or were left half-applied by a crash) and have attempts left;
 - card payments whose receipt never reached the outbox.
@@ -26,7 +27,7 @@ from invoicing.extensions import db
 from invoicing.gateways import current_gateway
 from invoicing.gateways.base import Gateway, GatewayError
 from invoicing.jobs import register
-from invoicing.models import CheckoutSession, Invoice, OutboxEmail, Payment, not_archived
+from invoicing.models import CheckoutGroup, CheckoutSession, Invoice, OutboxEmail, Payment, not_archived
 from invoicing.services.audit import Actor
 from invoicing.services.checkout import (
     COUNTED,
@@ -38,6 +39,7 @@ from invoicing.services.checkout import (
     expire_stale_sessions,
     notify_payment_failed,
 )
+from invoicing.services.checkout_groups import apply_group_checkout, expire_group, stale_groups
 from invoicing.services.inbox import reapply, stored_events
 from invoicing.services.payments import apply_payment
 
@@ -71,6 +73,7 @@ class Report:
 def reconcile(*, gateway: Gateway, site: Site, now: datetime, dry_run: bool = False) -> Report:
     report = Report()
     _sessions(report, gateway=gateway, site=site, now=now, dry_run=dry_run)
+    _groups(report, gateway=gateway, site=site, now=now, dry_run=dry_run)
     _processing(report, gateway=gateway, site=site, now=now, dry_run=dry_run)
     _events(report, gateway=gateway, site=site, now=now, dry_run=dry_run)
     _receipts(report, site=site, now=now, dry_run=dry_run)
@@ -103,18 +106,51 @@ def _sessions(report: Report, *, gateway: Gateway, site: Site, now: datetime, dr
             log.exception("reconcile: session %s", session_id)
 
 
+def _groups(report: Report, *, gateway: Gateway, site: Site, now: datetime, dry_run: bool) -> None:
+    """Open group checkouts (several invoices, one session), on the same terms as the sessions above; one made
+    here but never handed to the provider (a crash in between) is closed after its grace period."""
+    stale = set(stale_groups(provider=gateway.name))
+    rows = db.session.execute(
+        select(CheckoutGroup.id, CheckoutGroup.session_id)
+        .where(CheckoutGroup.status == "open", CheckoutGroup.provider == gateway.name,
+               not_archived(CheckoutGroup.organization_id),
+               or_(CheckoutGroup.created_at < now - SESSION_GRACE, CheckoutGroup.expires_at < now,
+                   CheckoutGroup.id.in_(stale)))
+        .order_by(CheckoutGroup.id)
+    ).all()
+    report.sessions += len(rows)
+    if dry_run:
+        return
+    for group_id, session_id in rows:
+        try:
+            checkout = gateway.retrieve_checkout(session_id) if session_id else None
+            if checkout is None or (checkout.status == "open" and group_id in stale):
+                expire_group(group_id, gateway=gateway, site=site, now=now)
+            elif checkout.status != "open":  # complete (money we may not have recorded) or expired
+                apply_group_checkout(checkout, gateway=gateway, site=site, now=now, actor=ACTOR, retrieved=True)
+        except Exception as exc:  # noqa: BLE001 - one bad group must not stop the others
+            db.session.rollback()
+            report.errors.append(f"group checkout {group_id}: {exc}")
+            log.exception("reconcile: group checkout %s", group_id)
+
+
 def _processing(report: Report, *, gateway: Gateway, site: Site, now: datetime, dry_run: bool) -> None:
     payments = db.session.execute(
-        select(Payment.id, Payment.payment_intent_id, Payment.checkout_session_id)
+        select(Payment.id, Payment.payment_intent_id, Payment.checkout_session_id, Payment.group_id)
         .where(Payment.status == "processing", Payment.method == gateway.method,
                not_archived(Payment.organization_id)).order_by(Payment.id)
     ).all()
     report.payments = len(payments)
     if dry_run:
         return
-    for payment_id, intent_id, session_id in payments:
+    groups_done: set[int] = set()
+    for payment_id, intent_id, session_id, group_id in payments:
         try:
-            if intent_id:
+            if group_id:  # a share of a group's payment: the group's session says what happened to all of them
+                if group_id not in groups_done:
+                    groups_done.add(group_id)
+                    _settle_group(group_id, gateway=gateway, site=site, now=now)
+            elif intent_id:
                 _settle_intent(payment_id, intent_id, gateway=gateway, site=site, now=now)
             elif session_id:
                 apply_checkout(gateway.retrieve_checkout(session_id), gateway=gateway, site=site, now=now, actor=ACTOR,
@@ -123,6 +159,13 @@ def _processing(report: Report, *, gateway: Gateway, site: Site, now: datetime, 
             db.session.rollback()
             report.errors.append(f"payment {payment_id}: {exc}")
             log.exception("reconcile: payment %s", payment_id)
+
+
+def _settle_group(group_id: int, *, gateway: Gateway, site: Site, now: datetime) -> None:
+    group = db.session.get(CheckoutGroup, group_id)
+    if group is not None and group.session_id:
+        apply_group_checkout(gateway.retrieve_checkout(group.session_id), gateway=gateway, site=site, now=now,
+                             actor=ACTOR, retrieved=True)
 
 
 def _settle_intent(payment_id: int, intent_id: str, *, gateway: Gateway, site: Site, now: datetime) -> None:

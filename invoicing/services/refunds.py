@@ -47,10 +47,13 @@ def refund_payment(invoice_id: int, payment_id: int, *, amount: int, reason: str
     if payment.method != gateway.method:
         raise DomainError(f"This payment was made with {payment.method}, which is not the configured provider now: "
                           "refund it there, then record it here.")
+    # A share of a payment for several invoices (portal "pay several at once") refunds the charge they share,
+    # this invoice's amount at most; the refund's metadata names the payment, so its event finds the share.
+    charge_id = payment.charge_id or (payment.group.charge_id if payment.group is not None else None)
     try:
         refund = gateway.refund(amount=amount, currency=payment.currency, idempotency_key=idempotency_key,
-                                payment_intent_id=payment.payment_intent_id, charge_id=payment.charge_id,
-                                reason=reason)
+                                payment_intent_id=payment.provider_intent_id, charge_id=charge_id,
+                                reason=reason, payment_ref=str(payment.id))
     except GatewayError as exc:
         raise DomainError(f"The refund was not made: {exc.message}") from None
     if refund.reversed:  # refused at once (e.g. the card is closed): nothing went back, nothing to record
