@@ -34,6 +34,8 @@ from invoicing.money import format_money, format_plain
 from invoicing.rendering import render, wants_fragment
 from invoicing.services import DomainError, attention, bulk, checkout, clients, exports, queries, sending
 from invoicing.services.audit import Actor
+from invoicing.services.reports import figures
+from invoicing.services.reports.cards import CARDS
 from invoicing.services.invoices import (
     create_draft,
     delete_draft,
@@ -102,10 +104,19 @@ def invoices() -> ResponseReturnValue:
     client = clients.get_client(current_user, filters.client_id) if filters.client_id else None  # foreign: 404
     page = queries.list_invoices(current_user, now=now, filters=filters, cursor=request.args.get("after"), rows=True)
     rows = dict(page=page, filters=filters, today=_today(now), fmt_money=format_money, fmt_date=_date,
-                email_states=queries.email_states(row.id for row in page.invoices))
+                email_states=queries.email_states(row.id for row in page.invoices), card=_card(filters, page, now))
     if wants_fragment():  # a keystroke or "older invoices": the rows only, no counts, no pickers
         return render(TEMPLATE_LIST, "rows", **rows)
     return render(TEMPLATE_LIST, "rows", **rows, **_list_page_context(filters, client, now))
+
+
+def _card(filters: queries.InvoiceFilters, page: queries.InvoicePage, now: datetime) -> dict[str, Any] | None:
+    """A reports card's invoices: the card (its count and sum, from the list's own query) and each row's part."""
+    if not filters.card or (total := figures.card_total(current_user, filters, now=now)) is None:
+        return None
+    return dict(card=CARDS[filters.card], count=total[0], amount=total[1],
+                period=queries.card_period(current_user, filters, now=now),
+                parts=figures.measures(current_user, filters, [row.id for row in page.invoices], now=now))
 
 
 def _without_empty_args() -> str | None:

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 
-from invoicing.portal import views  # noqa: E402,F401
+from invoicing.portal import statements, views  # noqa: E402,F401

@@ -1,0 +1,303 @@
+"""Every figure of the reports page, the dashboard's cards and the API's statistics, computed here only.
+
+Each figure is an aggregate the database computes over indexes (migration 0012_reports): a handful of
+GROUP BY statements per page, whatever the number of invoices, and never a Python loop over invoice or payment
+rows. Money is never added across currencies: every figure is per currency.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import case, func, literal, select
+
+from invoicing.extensions import db
+from invoicing.models import Client, Invoice, Payment, Refund
+from invoicing.services import queries
+from invoicing.services.queries import InvoiceFilters
+from invoicing.services.reports import aging
+from invoicing.services.reports.cards import (
+    CARDS,
+    CHANNELS,
+    METHODS,
+    UNPAID,
+    Card,
+    channel,
+    day_number,
+    issued,
+    method_group,
+    overdue,
+    paid_day,
+    paid_in,
+    payment_collected,
+    received_part,
+    refund_made,
+)
+from invoicing.services.reports.period import Period, ReportFilters
+
+TOP = 5
+
+
+@dataclass(frozen=True)
+class CardFigure:
+    """One headline card of one currency: `count` invoices; `amount` their sum (money cards), the days
+    (days_to_pay: average = amount / count), or what they received (collection_rate: of `base`)."""
+
+    card: Card
+    currency: str
+    count: int
+    amount: int
+    base: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.card.key
+
+    @property
+    def average_days(self) -> Decimal | None:
+        if not self.count:
+            return None
+        return (Decimal(self.amount) / self.count).quantize(Decimal("0.1"), ROUND_HALF_UP)
+
+    @property
+    def rate(self) -> Decimal | None:
+        """Percent, one decimal; None when nothing was invoiced."""
+        if not self.base:
+            return None
+        return (Decimal(self.amount) * 100 / self.base).quantize(Decimal("0.1"), ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Month:
+    first: date
+    invoiced: int
+    collected: int
+
+
+@dataclass(frozen=True)
+class Share:
+    key: str
+    label: str
+    amount: int
+    count: int
+    percent: Decimal  # of the currency's collected money, one decimal
+
+
+@dataclass(frozen=True)
+class ClientFigure:
+    client_id: int
+    name: str
+    currency: str
+    amount: int
+
+
+@dataclass
+class CurrencyReport:
+    currency: str
+    cards: dict[str, CardFigure] = field(default_factory=dict)
+    months: list[Month] = field(default_factory=list)
+    methods: list[Share] = field(default_factory=list)
+    channels: list[Share] = field(default_factory=list)
+    top_collected: list[ClientFigure] = field(default_factory=list)
+    top_outstanding: list[ClientFigure] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    period: Period
+    filters: ReportFilters
+    currencies: list[CurrencyReport]
+    aging: aging.Aging | None = None
+
+    def for_currency(self, currency: str) -> CurrencyReport | None:
+        return next((c for c in self.currencies if c.currency == currency), None)
+
+
+# --- scoping ---------------------------------------------------------------------------------------------
+
+
+def _invoice_scope(organization_id: int, filters: ReportFilters) -> list[Any]:
+    clauses = [Invoice.organization_id == organization_id]
+    if filters.currency:
+        clauses.append(Invoice.currency == filters.currency)
+    if filters.client_id is not None:
+        clauses.append(Invoice.client_id == filters.client_id)
+    return clauses
+
+
+def _money_scope(model: Any, organization_id: int, filters: ReportFilters) -> list[Any]:
+    """Payments or refunds of the organization, of the filtered currency and client."""
+    clauses = [model.organization_id == organization_id]
+    if filters.currency:
+        clauses.append(model.currency == filters.currency)
+    if filters.client_id is not None:
+        clauses.append(model.invoice_id.in_(select(Invoice.id).where(
+            Invoice.organization_id == organization_id, Invoice.client_id == filters.client_id)))
+    return clauses
+
+
+def _month_index(column: Any, edges: list[Any]) -> Any:
+    """Which month of the period a value falls in (0 = the first), given the first day (or instant) of every
+    month after the first; values are already inside the period."""
+    if not edges:
+        return literal(0)
+    return case(*[(column < edge, index) for index, edge in enumerate(edges)], else_=len(edges))
+
+
+def _collected_month(period: Period) -> Any:
+    return case((Payment.paid_on.is_not(None), _month_index(Payment.paid_on, period.months[1:])),
+                else_=_month_index(Payment.succeeded_at, period.month_starts_at()))
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+
+def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datetime,
+            with_aging: bool = True) -> Report:
+    """The whole reports page (and GET /stats): cards, months, methods, channels, top clients, aging."""
+    period = filters.period(tz, now)
+    by_currency: dict[str, CurrencyReport] = {}
+
+    def of(currency: str) -> CurrencyReport:
+        return by_currency.setdefault(currency, CurrencyReport(currency))
+
+    months: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    invoice_scope = _invoice_scope(organization_id, filters)
+
+    month = _month_index(Invoice.issue_date, period.months[1:])
+    for currency, index, count, total, received in db.session.execute(
+            select(Invoice.currency, month, func.count(), func.sum(Invoice.total), func.sum(received_part()))
+            .where(*invoice_scope, issued(period)).group_by(Invoice.currency, month)):
+        report = of(currency)
+        _add(report, "invoiced", count, total)
+        _add(report, "collection_rate", count, received, base=total)
+        months[currency][index][0] += int(total)
+
+    payment_scope = _money_scope(Payment, organization_id, filters)
+    collected_month, method, way = _collected_month(period), method_group(), channel()
+    shares: dict[str, dict[str, dict[str, list[int]]]] = defaultdict(lambda: {"methods": {}, "channels": {}})
+    for currency, index, method_key, channel_key, count, amount in db.session.execute(
+            select(Payment.currency, collected_month, method, way, func.count(), func.sum(Payment.amount))
+            .where(*payment_scope, payment_collected(period))
+            .group_by(Payment.currency, collected_month, method, way)):
+        months[currency][index][1] += int(amount)
+        for kind, key in (("methods", method_key), ("channels", channel_key)):
+            bucket = shares[currency][kind].setdefault(key, [0, 0])
+            bucket[0] += int(amount)
+            bucket[1] += int(count)
+    for currency, count, amount in db.session.execute(
+            select(Payment.currency, func.count(func.distinct(Payment.invoice_id)), func.sum(Payment.amount))
+            .where(*payment_scope, payment_collected(period)).group_by(Payment.currency)):
+        _add(of(currency), "collected", count, amount)
+
+    for currency, count, amount in db.session.execute(
+            select(Refund.currency, func.count(func.distinct(Refund.invoice_id)), func.sum(Refund.amount))
+            .where(*_money_scope(Refund, organization_id, filters), refund_made(period)).group_by(Refund.currency)):
+        _add(of(currency), "refunded", count, amount)
+
+    is_overdue, due = overdue(period.today), Invoice.total - Invoice.amount_paid
+    for currency, count, amount, late_count, late_amount in db.session.execute(
+            select(Invoice.currency, func.count(), func.sum(due), func.sum(case((is_overdue, 1), else_=0)),
+                   func.sum(case((is_overdue, due), else_=0)))
+            .where(*invoice_scope, Invoice.status.in_(UNPAID)).group_by(Invoice.currency)):
+        report = of(currency)
+        _add(report, "outstanding", count, amount)
+        _add(report, "overdue", late_count, late_amount)
+
+    days, late = paid_day(period) - day_number(Invoice.issue_date), paid_day(period) > day_number(Invoice.due_date)
+    for currency, count, total_days, late_count in db.session.execute(
+            select(Invoice.currency, func.count(), func.sum(days), func.sum(case((late, 1), else_=0)))
+            .where(*invoice_scope, paid_in(period)).group_by(Invoice.currency)):
+        report = of(currency)
+        _add(report, "days_to_pay", count, total_days)
+        _add(report, "paid_late", late_count, late_count)
+
+    for currency, report in by_currency.items():
+        for key, card in CARDS.items():
+            report.cards.setdefault(key, CardFigure(card, currency, 0, 0))
+        report.months = [Month(first, *months[currency][i]) for i, first in enumerate(period.months)]
+        collected = report.cards["collected"].amount
+        report.methods = _shares(shares[currency]["methods"], METHODS, collected)
+        report.channels = _shares(shares[currency]["channels"], CHANNELS, collected)
+        report.top_collected = top_collected(organization_id, filters, period, currency)
+    reports = sorted(by_currency.values(), key=lambda r: (-r.cards["invoiced"].amount, r.currency))
+    result = Report(period, filters, reports)
+    if with_aging:
+        result.aging = aging.compute(organization_id, today=period.today, currency=filters.currency,
+                                     client_id=filters.client_id)
+        for report in reports:
+            report.top_outstanding = [
+                ClientFigure(row.client_id, row.name, row.currency, row.total)
+                for row in sorted((r for r in result.aging.rows if r.currency == report.currency),
+                                  key=lambda r: (-r.total, r.name))[:TOP]]
+    return result
+
+
+def _add(report: CurrencyReport, key: str, count: Any, amount: Any, base: Any = 0) -> None:
+    old = report.cards.get(key)
+    report.cards[key] = CardFigure(CARDS[key], report.currency, int(count or 0) + (old.count if old else 0),
+                                   int(amount or 0) + (old.amount if old else 0),
+                                   int(base or 0) + (old.base if old else 0))
+
+
+def _shares(found: dict[str, list[int]], labels: dict[str, str], total: int) -> list[Share]:
+    return [Share(key, labels[key], found[key][0], found[key][1],
+                  (Decimal(found[key][0]) * 100 / total).quantize(Decimal("0.1"), ROUND_HALF_UP) if total else
+                  Decimal(0))
+            for key in labels if key in found]
+
+
+def top_collected(organization_id: int, filters: ReportFilters, period: Period, currency: str,
+                  limit: int = TOP) -> list[ClientFigure]:
+    amount = func.sum(Payment.amount).label("amount")
+    rows = db.session.execute(
+        select(Invoice.client_id, Client.name, amount)
+        .join(Invoice, Invoice.id == Payment.invoice_id).join(Client, Client.id == Invoice.client_id)
+        .where(*_money_scope(Payment, organization_id, filters), Payment.currency == currency,
+               payment_collected(period))
+        .group_by(Invoice.client_id, Client.name).order_by(amount.desc(), Client.name).limit(limit))
+    return [ClientFigure(client_id, name, currency, int(total)) for client_id, name, total in rows]
+
+
+# --- the dashboard ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    month: Report  # this month's cards
+    trend: dict[str, list[Month]]  # the last 12 months per currency (the sparkline)
+
+
+def dashboard(organization_id: int, *, tz: str, now: datetime) -> Dashboard:
+    month = compute(organization_id, ReportFilters(preset="month"), tz=tz, now=now, with_aging=False)
+    year = ReportFilters(preset="12m")
+    trend = {r.currency: r.months for r in compute(organization_id, year, tz=tz, now=now,
+                                                   with_aging=False).currencies}
+    return Dashboard(month, trend)
+
+
+# --- the invoice list behind a card ----------------------------------------------------------------------
+
+
+def card_total(user: Any, filters: InvoiceFilters, *, now: datetime) -> tuple[int, int] | None:
+    """(count, sum of the card's measure) over the invoice list's own query (queries.filtered_query with the
+    card's clause): what the card said. None when the list is not a card's."""
+    measure = queries.card_measure(user, filters, now=now)
+    if measure is None:
+        return None
+    query: Any = select(func.count(), func.coalesce(func.sum(measure), 0)).select_from(Invoice)
+    count, total = db.session.execute(queries.filtered_query(user, filters, now=now, query=query)).one()
+    return int(count), int(total)
+
+
+def measures(user: Any, filters: InvoiceFilters, ids: list[int], *, now: datetime) -> dict[int, int]:
+    """Each shown invoice's share of the card (the list's extra column)."""
+    measure = queries.card_measure(user, filters, now=now)
+    if measure is None or not ids:
+        return {}
+    return {invoice_id: int(value or 0) for invoice_id, value in db.session.execute(
+        select(Invoice.id, measure).where(Invoice.id.in_(ids)))}
