@@ -82,9 +82,10 @@ def _local_date_pg(element: local_date, compiler: Any, **kw: Any) -> str:
 @compiles(local_date, "sqlite")
 def _local_date_sqlite(element: local_date, compiler: Any, **kw: Any) -> str:
     column = compiler.process(element.clauses, **kw)
+    last = literal(f"{element.edges[-1][1]:+d} seconds")
     shift = case(*[(element.clauses.clauses[0] < at, literal(f"{before:+d} seconds"))
                    for (_, before), (at, _) in zip(element.edges, element.edges[1:], strict=False)],
-                 else_=literal(f"{element.edges[-1][1]:+d} seconds"))
+                 else_=last) if len(element.edges) > 1 else last
     return f"CAST(julianday(date({column}, {compiler.process(shift, **kw)})) - 2440587.5 AS INTEGER)"
 
 
