@@ -34,6 +34,7 @@ from invoicing.money import format_money, format_plain
 from invoicing.rendering import render, wants_fragment
 from invoicing.services import DomainError, attention, bulk, checkout, clients, exports, queries, sending
 from invoicing.services.audit import Actor
+from invoicing.services.reports import exports as report_exports
 from invoicing.services.reports import figures
 from invoicing.services.reports.cards import CARDS
 from invoicing.services.invoices import (
@@ -160,6 +161,8 @@ def export_invoices() -> Response:
     filters = parse_invoice_filters(request.args)
     if filters.client_id:
         clients.get_client(current_user, filters.client_id)  # another organization's client: 404
+    report_exports.record_export(queries.org_scope(current_user), "invoice list", "csv", filters.params(),
+                                 actor=_actor(), now=now)
     return _csv_response(queries.iter_invoices(current_user, filters, now=now), _today(now))
 
 
@@ -182,6 +185,8 @@ def bulk_invoices() -> ResponseReturnValue:
     if queries.visible_invoice_ids(current_user, form.ids) != form.ids:
         abort(404)  # any invoice of another organization in the selection: nothing is done
     if form.action == "export":
+        report_exports.record_export(queries.org_scope(current_user), "selected invoices", "csv", {},
+                                     actor=_actor(), now=now, rows=len(form.ids))
         return _csv_response(queries.selected_invoices(current_user, form.ids), _today(now))
     try:
         result = _run_bulk(form, now)

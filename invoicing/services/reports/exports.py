@@ -29,9 +29,9 @@ from openpyxl.cell import WriteOnlyCell
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import Client, Contact, Invoice, LineItem, Organization, Payment, Refund
+from invoicing.models import AuditEvent, Client, Contact, Invoice, LineItem, Organization, Payment, Refund
 from invoicing.money import from_minor, precision
-from invoicing.services.audit import Actor, record
+from invoicing.services.audit import Actor
 from invoicing.services.db import atomic
 from invoicing.services.reports import aging
 from invoicing.services.reports.cards import CHANNELS, FINAL, channel, payment_collected, refund_made
@@ -303,14 +303,23 @@ class Export:
     body: Iterator[str] | Iterator[bytes]
 
 
+def record_export(organization_id: int | None, report: str, fmt: str, filters: dict[str, Any], *, actor: Actor,
+                  now: datetime, rows: int | None = None) -> None:
+    """The audit event of an export (also the invoice list's CSV): who, which report, format and filters."""
+    details: dict[str, Any] = {"report": report, "format": fmt, "filters": filters}
+    if rows is not None:
+        details["rows"] = rows
+    with atomic():
+        db.session.add(AuditEvent(organization_id=organization_id, actor_type=actor.type, actor_id=actor.id,
+                                  actor_label=actor.label, action="report.exported", object_type="organization",
+                                  object_id=organization_id, details=details, created_at=now))
+
+
 def export(organization: Organization, dataset_name: str, fmt: str, filters: ReportFilters, *, actor: Actor,
            now: datetime) -> Export:
     """Record who exported what (audit), then hand back the streamed file."""
     dataset, period = DATASETS[dataset_name], filters.period(organization.timezone, now)
-    with atomic():
-        record("report.exported", organization, actor=actor, now=now, organization_id=organization.id, details={
-            "report": dataset.name, "format": fmt, "filters": filters.params(), "from": period.start.isoformat(),
-            "to": period.end.isoformat()})
+    record_export(organization.id, dataset.name, fmt, filters.params(), actor=actor, now=now)
     header = headers(dataset, organization.timezone)
     rows = dataset.rows(organization.id, filters, period)
     name = f"{dataset.name}-{period.start.isoformat()}-to-{period.end.isoformat()}.{fmt}"
