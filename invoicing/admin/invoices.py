@@ -34,9 +34,6 @@ from invoicing.money import format_money, format_plain
 from invoicing.rendering import render, wants_fragment
 from invoicing.services import DomainError, attention, bulk, checkout, clients, exports, queries, sending
 from invoicing.services.audit import Actor
-from invoicing.services.reports import exports as report_exports
-from invoicing.services.reports import figures
-from invoicing.services.reports.cards import CARDS
 from invoicing.services.invoices import (
     create_draft,
     delete_draft,
@@ -47,6 +44,9 @@ from invoicing.services.invoices import (
     void_invoice,
 )
 from invoicing.services.payments import record_manual_payment
+from invoicing.services.reports import exports as report_exports
+from invoicing.services.reports import figures
+from invoicing.services.reports.cards import CARDS
 from invoicing.services.site import Site
 
 TEMPLATE_LIST, TEMPLATE_DETAIL, TEMPLATE_EDITOR = "admin/invoices.html", "admin/invoice.html", "admin/invoice_form.html"

@@ -126,7 +126,7 @@ def email_statement(client_id: int) -> ResponseReturnValue:
     statement = statement_for(client_id, org.id, request.form, now, org.timezone)
     try:
         to = statements.email_statement(client_id, org.id, currency=statement.currency, start=statement.start,
-                                        end=statement.end, to=request.form.get("to") or None,
+                                        end=statement.end, to=request.form.get("recipient") or None,
                                         actor=Actor.user(current_user), now=now,
                                         default_sender=current_app.config["MAIL_DEFAULT_SENDER"])
     except DomainError as exc:
