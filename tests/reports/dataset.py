@@ -25,11 +25,10 @@ def at(y: int, m: int, d: int, h: int = 17, minute: int = 0) -> datetime:
 
 
 def invoice(client: Client, issued: date, due: date, total: int, *, draft: bool = False) -> Invoice:
-    org = client.organization
+    org, when = client.organization, datetime.combine(issued, datetime.min.time(), UTC)
     inv = create_draft(org, DraftData(client_id=client.id, currency=client.currency, issue_date=issued, due_date=due,
-                                      lines=(LineData("Work", Decimal(1), total, Decimal(0)),)),
-                       actor=SYSTEM, now=datetime.combine(issued, datetime.min.time(), UTC))
-    return inv if draft else finalize_invoice(inv.id, actor=SYSTEM, now=datetime.combine(issued, datetime.min.time(), UTC))
+                                      lines=(LineData("Work", Decimal(1), total, Decimal(0)),)), actor=SYSTEM, now=when)
+    return inv if draft else finalize_invoice(inv.id, actor=SYSTEM, now=when)
 
 
 def manual(inv: Invoice, amount: int, method: str, paid_on: date, recorded: datetime) -> int:
