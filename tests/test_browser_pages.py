@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 from flask import current_app
+from sqlalchemy import select
 
+from invoicing.extensions import db
+from invoicing.models import Contact
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
 from invoicing.services.payments import record_manual_payment
+from invoicing.services.portal.auth import issue_magic_link
 from invoicing.services.refunds import refund_payment
 from invoicing.services.sending import send_invoice
 from tests.conftest import PASSWORD, SYSTEM, World, make_invoice
@@ -75,6 +79,15 @@ def to_checkout(page: Any, seeded: Seeded, base_url: str) -> None:
     page.wait_for_url(f"{base_url}/pay/sandbox/cs_sbx_*")
 
 
+def portal_page(page: Any, base_url: str, path: str) -> None:
+    """Sign in to the portal as client A's first contact (a magic link, then its button), then open `path`."""
+    contact = db.session.execute(select(Contact).order_by(Contact.id)).scalars().first()
+    page.goto(f"{base_url}/portal/login/{issue_magic_link(contact.id, now=real_now())}")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/portal/**")
+    page.goto(base_url + path)
+
+
 def to_confirmation(page: Any, seeded: Seeded, base_url: str) -> None:
     to_checkout(page, seeded, base_url)
     page.get_by_label("Card number").fill("4242 4242 4242 4242")
@@ -88,6 +101,7 @@ PUBLIC_PAGES = {
     "confirmation": to_confirmation,
     "portal": lambda page, s, url: page.goto(f"{url}/portal/"),  # a stub today: what exists of it
     "staff login": lambda page, s, url: page.goto(f"{url}/admin/login"),
+    "portal statement": lambda page, s, url: portal_page(page, url, "/portal/statement"),
 }
 ADMIN_PAGES = {
     "dashboard": lambda s: "/admin/",
@@ -103,6 +117,8 @@ ADMIN_PAGES = {
     "outbox": lambda s: "/admin/outbox",
     "payments inbox": lambda s: "/admin/webhooks",
     "users": lambda s: "/admin/users",
+    "reports": lambda s: "/admin/reports",
+    "client statement": lambda s: f"/admin/clients/{s.client_id}/statement",
 }
 
 
