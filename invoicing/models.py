@@ -686,7 +686,7 @@ Index("ix_invoice_org_unpaid_money", Invoice.organization_id, Invoice.status, In
       Invoice.client_id, Invoice.total, Invoice.amount_paid)
 Index("ix_payment_org_paid_on", Payment.organization_id, Payment.paid_on, Payment.status, Payment.currency,
       Payment.amount, Payment.method, Payment.method_type, Payment.contact_id, Payment.invoice_id)
-Index("ix_payment_org_succeeded", Payment.organization_id, Payment.succeeded_at, Payment.status, Payment.currency,
-      Payment.amount, Payment.method, Payment.method_type, Payment.contact_id, Payment.invoice_id)
+Index("ix_payment_org_succeeded", Payment.organization_id, Payment.succeeded_at, Payment.paid_on, Payment.status,
+      Payment.currency, Payment.amount, Payment.method, Payment.method_type, Payment.contact_id, Payment.invoice_id)
 Index("ix_refund_org_created", Refund.organization_id, Refund.created_at)
 Index("ix_charge_attempt_payment_intent", ChargeAttempt.payment_intent_id)

@@ -23,8 +23,8 @@ INDEXES = {
                                                 'total', 'amount_paid']),
     'ix_payment_org_paid_on': ('payment', ['organization_id', 'paid_on', 'status', 'currency', 'amount', 'method',
                                            'method_type', 'contact_id', 'invoice_id']),
-    'ix_payment_org_succeeded': ('payment', ['organization_id', 'succeeded_at', 'status', 'currency', 'amount',
-                                             'method', 'method_type', 'contact_id', 'invoice_id']),
+    'ix_payment_org_succeeded': ('payment', ['organization_id', 'succeeded_at', 'paid_on', 'status', 'currency',
+                                             'amount', 'method', 'method_type', 'contact_id', 'invoice_id']),
     'ix_refund_org_created': ('refund', ['organization_id', 'created_at']),
     'ix_charge_attempt_payment_intent': ('charge_attempt', ['payment_intent_id']),
 }

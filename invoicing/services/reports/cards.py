@@ -119,13 +119,21 @@ def issued(period: Period) -> Any:
     return and_(Invoice.status.in_(FINAL), Invoice.issue_date >= period.start, Invoice.issue_date <= period.end)
 
 
+def collected_by_date(period: Period) -> Any:
+    """Money received in the period, recorded by hand: by its "paid on" date."""
+    return and_(Payment.paid_on >= period.start, Payment.paid_on <= period.end, Payment.status.in_(COUNTED))
+
+
+def collected_by_instant(period: Period) -> Any:
+    """Money received in the period through a provider: by the instant it succeeded (no "paid on" date)."""
+    return and_(Payment.succeeded_at >= period.start_at, Payment.succeeded_at < period.end_before,
+                Payment.paid_on.is_(None), Payment.status.in_(COUNTED))
+
+
 def payment_collected(period: Period) -> Any:
-    """Money received in the period: a manual payment by its "paid on" date, a provider payment by the
-    instant it succeeded."""
-    return and_(Payment.status.in_(COUNTED), or_(
-        and_(Payment.paid_on.is_not(None), Payment.paid_on >= period.start, Payment.paid_on <= period.end),
-        and_(Payment.paid_on.is_(None), Payment.succeeded_at >= period.start_at,
-             Payment.succeeded_at < period.end_before)))
+    """Money received in the period (both ways). Aggregates run the two halves as a UNION ALL instead, so that
+    each reads one index range (figures.collected)."""
+    return or_(collected_by_date(period), collected_by_instant(period))
 
 
 def refund_made(period: Period) -> Any:
@@ -200,14 +208,21 @@ def method_group() -> Any:
         else_=literal("card"))
 
 
-def channel() -> Any:
-    autopay = Payment.payment_intent_id.in_(
-        select(ChargeAttempt.payment_intent_id).where(ChargeAttempt.payment_intent_id.is_not(None)))
-    return case(
-        (Payment.method.in_(MANUAL_METHODS), literal("manual")),
-        (autopay, literal("autopay")),
-        (Payment.contact_id.is_not(None), literal("portal")),
-        else_=literal("pay_link"))
+def channel(autopay: bool = True) -> Any:
+    """The channel of a payment; `autopay=False` when the organization has never charged a saved card (the
+    test then costs nothing: no read of the PaymentIntent column, which the report indexes do not carry)."""
+    whens = [(Payment.method.in_(MANUAL_METHODS), literal("manual"))]
+    if autopay:
+        whens.append((Payment.payment_intent_id.in_(select(ChargeAttempt.payment_intent_id).where(
+            ChargeAttempt.payment_intent_id.is_not(None))), literal("autopay")))
+    whens.append((Payment.contact_id.is_not(None), literal("portal")))
+    return case(*whens, else_=literal("pay_link"))
+
+
+def has_autopay(organization_id: int) -> Any:
+    """Has this organization ever made an autopay attempt?"""
+    return select(ChargeAttempt.id).join(Invoice, Invoice.id == ChargeAttempt.invoice_id).where(
+        Invoice.organization_id == organization_id).limit(1)
 
 
 def cast_int(value: Any) -> Any:

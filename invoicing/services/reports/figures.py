@@ -8,12 +8,12 @@ rows. Money is never added across currencies: every figure is per currency.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import case, func, literal, select, union_all
 
 from invoicing.extensions import db
 from invoicing.models import Client, Invoice, Payment, Refund
@@ -27,13 +27,15 @@ from invoicing.services.reports.cards import (
     UNPAID,
     Card,
     channel,
+    collected_by_date,
+    collected_by_instant,
     day_number,
+    has_autopay,
     issued,
     method_group,
     overdue,
     paid_day,
     paid_in,
-    payment_collected,
     received_part,
     refund_made,
 )
@@ -148,9 +150,18 @@ def _month_index(column: Any, edges: list[Any]) -> Any:
     return case(*[(column < edge, index) for index, edge in enumerate(edges)], else_=len(edges))
 
 
-def _collected_month(period: Period) -> Any:
-    return case((Payment.paid_on.is_not(None), _month_index(Payment.paid_on, period.months[1:])),
-                else_=_month_index(Payment.succeeded_at, period.month_starts_at()))
+def collected_payments(organization_id: int, filters: ReportFilters, period: Period) -> Any:
+    """Every payment received in the period (currency, invoice, amount, month, method, channel) as a UNION ALL
+    of its two halves (by "paid on" date, by success instant), each one range of its own covering index."""
+    scope = _money_scope(Payment, organization_id, filters)
+    way = channel(autopay=db.session.execute(has_autopay(organization_id)).first() is not None)
+    columns = (Payment.currency, Payment.invoice_id, Payment.amount, method_group().label("method"),
+               way.label("channel"))
+    by_date = select(*columns, _month_index(Payment.paid_on, period.months[1:]).label("month")).where(
+        *scope, collected_by_date(period))
+    by_instant = select(*columns, _month_index(Payment.succeeded_at, period.month_starts_at()).label("month")).where(
+        *scope, collected_by_instant(period))
+    return union_all(by_date, by_instant).subquery()
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -177,21 +188,19 @@ def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datet
         _add(report, "collection_rate", count, received, base=total)
         months[currency][index][0] += int(total)
 
-    payment_scope = _money_scope(Payment, organization_id, filters)
-    collected_month, method, way = _collected_month(period), method_group(), channel()
+    money = collected_payments(organization_id, filters, period)
     shares: dict[str, dict[str, dict[str, list[int]]]] = defaultdict(lambda: {"methods": {}, "channels": {}})
+    grouped = (money.c.currency, money.c.month, money.c.method, money.c.channel)
     for currency, index, method_key, channel_key, count, amount in db.session.execute(
-            select(Payment.currency, collected_month, method, way, func.count(), func.sum(Payment.amount))
-            .where(*payment_scope, payment_collected(period))
-            .group_by(Payment.currency, collected_month, method, way)):
+            select(*grouped, func.count(), func.sum(money.c.amount)).group_by(*grouped)):
         months[currency][index][1] += int(amount)
         for kind, key in (("methods", method_key), ("channels", channel_key)):
             bucket = shares[currency][kind].setdefault(key, [0, 0])
             bucket[0] += int(amount)
             bucket[1] += int(count)
     for currency, count, amount in db.session.execute(
-            select(Payment.currency, func.count(func.distinct(Payment.invoice_id)), func.sum(Payment.amount))
-            .where(*payment_scope, payment_collected(period)).group_by(Payment.currency)):
+            select(money.c.currency, func.count(func.distinct(money.c.invoice_id)), func.sum(money.c.amount))
+            .group_by(money.c.currency)):
         _add(of(currency), "collected", count, amount)
 
     for currency, count, amount in db.session.execute(
@@ -253,12 +262,11 @@ def _shares(found: dict[str, list[int]], labels: dict[str, str], total: int) -> 
 
 def top_collected(organization_id: int, filters: ReportFilters, period: Period, currency: str,
                   limit: int = TOP) -> list[ClientFigure]:
-    amount = func.sum(Payment.amount).label("amount")
+    money = collected_payments(organization_id, replace(filters, currency=currency), period)
+    amount = func.sum(money.c.amount).label("amount")
     rows = db.session.execute(
         select(Invoice.client_id, Client.name, amount)
-        .join(Invoice, Invoice.id == Payment.invoice_id).join(Client, Client.id == Invoice.client_id)
-        .where(*_money_scope(Payment, organization_id, filters), Payment.currency == currency,
-               payment_collected(period))
+        .join(Invoice, Invoice.id == money.c.invoice_id).join(Client, Client.id == Invoice.client_id)
         .group_by(Invoice.client_id, Client.name).order_by(amount.desc(), Client.name).limit(limit))
     return [ClientFigure(client_id, name, currency, int(total)) for client_id, name, total in rows]
 
