@@ -689,4 +689,5 @@ Index("ix_payment_org_paid_on", Payment.organization_id, Payment.paid_on, Paymen
 Index("ix_payment_org_succeeded", Payment.organization_id, Payment.succeeded_at, Payment.paid_on, Payment.status,
       Payment.currency, Payment.amount, Payment.method, Payment.method_type, Payment.contact_id, Payment.invoice_id)
 Index("ix_refund_org_created", Refund.organization_id, Refund.created_at)
+Index("ix_invoice_org_updated", Invoice.organization_id, Invoice.updated_at)  # figures.ledger_version
 Index("ix_charge_attempt_payment_intent", ChargeAttempt.payment_intent_id)

@@ -57,11 +57,8 @@ def card_url(filters: ReportFilters, report: figures.Report, key: str, currency:
 def reports() -> ResponseReturnValue:
     org, filters = _org(), _filters()
     sort = request.args.get("aging_sort", "total")
-    report = figures.compute(org.id, filters, tz=org.timezone, now=_now())
-    if sort != "total" or request.args.get("aging_dir") == "asc":
-        report.aging = aging.compute(org.id, today=report.period.today, currency=filters.currency,
-                                     client_id=filters.client_id, sort=sort,
-                                     descending=request.args.get("aging_dir") != "asc")
+    report = figures.compute(org.id, filters, tz=org.timezone, now=_now(), aging_sort=sort,
+                             aging_descending=request.args.get("aging_dir") != "asc")
     return render(TEMPLATE, "report", **_context(org, filters, report, sort))
 
 

@@ -26,6 +26,7 @@ INDEXES = {
     'ix_payment_org_succeeded': ('payment', ['organization_id', 'succeeded_at', 'paid_on', 'status', 'currency',
                                              'amount', 'method', 'method_type', 'contact_id', 'invoice_id']),
     'ix_refund_org_created': ('refund', ['organization_id', 'created_at']),
+    'ix_invoice_org_updated': ('invoice', ['organization_id', 'updated_at']),
     'ix_charge_attempt_payment_intent': ('charge_attempt', ['payment_intent_id']),
 }
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+from invoicing.services.payments import record_manual_payment
 from invoicing.services.reports import aging, figures
 from invoicing.services.reports.period import Period, ReportFilters, offsets
-from tests.conftest import NOW
+from tests.conftest import NOW, SYSTEM
 from tests.reports.dataset import PERIOD, build
 
 TZ = "America/New_York"
@@ -106,3 +107,14 @@ def test_it_knows_the_local_day_across_daylight_saving(world):
         ("2026-03-01T05:00:00+00:00", -18000), ("2026-03-08T07:00:00+00:00", -14400)]
     assert Period.of("last_month", TZ, NOW).start == date(2026, 2, 1)
     assert Period.of("12m", TZ, NOW).months[0] == date(2025, 4, 1)
+
+
+def test_it_keeps_a_report_until_the_ledger_changes(world):
+    data = build(world)
+    first = figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW)
+    assert figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW) is first  # asked again: kept
+    record_manual_payment(data.usd["U5"], amount=1000, method="cash", paid_on=date(2026, 2, 20), reference="",
+                          actor=SYSTEM, now=NOW)
+    again = figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW)
+    assert again is not first and again.for_currency("USD").cards["collected"].amount == 69000
+    assert figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW.replace(day=11)) is not again  # a new day

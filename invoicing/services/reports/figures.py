@@ -7,16 +7,19 @@ rows. Money is never added across currencies: every figure is per currency.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field, replace
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, literal, select, union_all
 
 from invoicing.extensions import db
-from invoicing.models import Client, Invoice, Payment, Refund
+from invoicing.models import ChargeAttempt, Client, Invoice, Payment, Refund
 from invoicing.services import queries
 from invoicing.services.queries import InvoiceFilters
 from invoicing.services.reports import aging
@@ -150,11 +153,11 @@ def _month_index(column: Any, edges: list[Any]) -> Any:
     return case(*[(column < edge, index) for index, edge in enumerate(edges)], else_=len(edges))
 
 
-def collected_payments(organization_id: int, filters: ReportFilters, period: Period) -> Any:
+def collected_payments(organization_id: int, filters: ReportFilters, period: Period, *, autopay: bool) -> Any:
     """Every payment received in the period (currency, invoice, amount, month, method, channel) as a UNION ALL
     of its two halves (by "paid on" date, by success instant), each one range of its own covering index."""
     scope = _money_scope(Payment, organization_id, filters)
-    way = channel(autopay=db.session.execute(has_autopay(organization_id)).first() is not None)
+    way = channel(autopay=autopay)
     columns = (Payment.currency, Payment.invoice_id, Payment.amount, method_group().label("method"),
                way.label("channel"))
     by_date = select(*columns, _month_index(Payment.paid_on, period.months[1:]).label("month")).where(
@@ -167,9 +170,55 @@ def collected_payments(organization_id: int, filters: ReportFilters, period: Per
 # --- the report ------------------------------------------------------------------------------------------
 
 
-def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datetime,
-            with_aging: bool = True) -> Report:
-    """The whole reports page (and GET /stats): cards, months, methods, channels, top clients, aging."""
+def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datetime, with_aging: bool = True,
+            aging_sort: str = "total", aging_descending: bool = True) -> Report:
+    """The whole reports page (and GET /stats): cards, months, methods, channels, top clients, aging.
+
+    Kept per process until the organization's ledger changes (`ledger_version`, one cheap statement) or for
+    CACHE_SECONDS at most: a million invoices take a second or more to add up on SQLite, and a page asked for
+    again (another filter and back, the dashboard, a reload) then costs milliseconds. Treat it as read-only."""
+    key = (organization_id, filters, tz, now.astimezone(ZoneInfo(tz)).date(), with_aging, aging_sort,
+           aging_descending, ledger_version(organization_id))
+    clock = time.monotonic()
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] > clock:
+            _CACHE.move_to_end(key)
+            return hit[1]
+    report = _compute(organization_id, filters, tz=tz, now=now, with_aging=with_aging, aging_sort=aging_sort,
+                      aging_descending=aging_descending)
+    with _LOCK:
+        _CACHE[key] = (clock + CACHE_SECONDS, report)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return report
+
+
+CACHE_SECONDS, CACHE_SIZE = 300, 64
+_CACHE: OrderedDict[tuple[Any, ...], tuple[float, Report]] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def forget() -> None:
+    """Drop every kept report (tests empty the tables between them, and SQLite then hands out ids again)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def ledger_version(organization_id: int) -> tuple[Any, ...]:
+    """Changes whenever a figure can: an invoice changed (its updated_at: finalized, paid, refunded, voided...),
+    a payment or refund was added, an autopay attempt made. Index seeks only (migration 0012_reports)."""
+    org = organization_id
+    return tuple(db.session.execute(select(
+        select(func.max(Invoice.updated_at)).where(Invoice.organization_id == org).scalar_subquery(),
+        select(func.max(Payment.id)).where(Payment.organization_id == org).scalar_subquery(),
+        select(func.max(Refund.id)).where(Refund.organization_id == org).scalar_subquery(),
+        select(func.max(ChargeAttempt.id)).scalar_subquery(),
+    )).one())
+
+
+def _compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datetime, with_aging: bool,
+             aging_sort: str, aging_descending: bool) -> Report:
     period = filters.period(tz, now)
     by_currency: dict[str, CurrencyReport] = {}
 
@@ -188,7 +237,8 @@ def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datet
         _add(report, "collection_rate", count, received, base=total)
         months[currency][index][0] += int(total)
 
-    money = collected_payments(organization_id, filters, period)
+    autopay = db.session.execute(has_autopay(organization_id)).first() is not None
+    money = collected_payments(organization_id, filters, period, autopay=autopay)
     shares: dict[str, dict[str, dict[str, list[int]]]] = defaultdict(lambda: {"methods": {}, "channels": {}})
     grouped = (money.c.currency, money.c.month, money.c.method, money.c.channel)
     for currency, index, method_key, channel_key, count, amount in db.session.execute(
@@ -225,6 +275,7 @@ def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datet
         _add(report, "days_to_pay", count, total_days)
         _add(report, "paid_late", late_count, late_count)
 
+    tops = top_collected(organization_id, filters, period, autopay=autopay)
     for currency, report in by_currency.items():
         for key, card in CARDS.items():
             report.cards.setdefault(key, CardFigure(card, currency, 0, 0))
@@ -232,17 +283,17 @@ def compute(organization_id: int, filters: ReportFilters, *, tz: str, now: datet
         collected = report.cards["collected"].amount
         report.methods = _shares(shares[currency]["methods"], METHODS, collected)
         report.channels = _shares(shares[currency]["channels"], CHANNELS, collected)
-        report.top_collected = top_collected(organization_id, filters, period, currency)
+        report.top_collected = tops.get(currency, [])
     reports = sorted(by_currency.values(), key=lambda r: (-r.cards["invoiced"].amount, r.currency))
     result = Report(period, filters, reports)
     if with_aging:
         result.aging = aging.compute(organization_id, today=period.today, currency=filters.currency,
-                                     client_id=filters.client_id)
+                                     client_id=filters.client_id, sort=aging_sort, descending=aging_descending)
         for report in reports:
             report.top_outstanding = [
                 ClientFigure(row.client_id, row.name, row.currency, row.total)
                 for row in sorted((r for r in result.aging.rows if r.currency == report.currency),
-                                  key=lambda r: (-r.total, r.name))[:TOP]]
+                                  key=lambda r: (-r.total, r.name))[:TOP]]  # one row per client
     return result
 
 
@@ -260,15 +311,22 @@ def _shares(found: dict[str, list[int]], labels: dict[str, str], total: int) -> 
             for key in labels if key in found]
 
 
-def top_collected(organization_id: int, filters: ReportFilters, period: Period, currency: str,
-                  limit: int = TOP) -> list[ClientFigure]:
-    money = collected_payments(organization_id, replace(filters, currency=currency), period)
+def top_collected(organization_id: int, filters: ReportFilters, period: Period, *, autopay: bool,
+                  limit: int = TOP) -> dict[str, list[ClientFigure]]:
+    """The clients who paid the most in the period, per currency (one GROUP BY client and currency)."""
+    money = collected_payments(organization_id, filters, period, autopay=autopay)
     amount = func.sum(money.c.amount).label("amount")
     rows = db.session.execute(
-        select(Invoice.client_id, Client.name, amount)
-        .join(Invoice, Invoice.id == money.c.invoice_id).join(Client, Client.id == Invoice.client_id)
-        .group_by(Invoice.client_id, Client.name).order_by(amount.desc(), Client.name).limit(limit))
-    return [ClientFigure(client_id, name, currency, int(total)) for client_id, name, total in rows]
+        select(money.c.currency, Invoice.client_id, amount).join(Invoice, Invoice.id == money.c.invoice_id)
+        .group_by(money.c.currency, Invoice.client_id)).all()
+    best: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for currency, client_id, total in rows:  # one row per client and currency, never per payment
+        best[currency].append((-int(total), client_id))
+    top = {currency: sorted(found)[:limit] for currency, found in best.items()}
+    names = dict(db.session.execute(select(Client.id, Client.name).where(
+        Client.id.in_({client_id for found in top.values() for _, client_id in found}))).all())
+    return {currency: [ClientFigure(client_id, names[client_id], currency, -total) for total, client_id in found]
+            for currency, found in top.items()}
 
 
 # --- the dashboard ---------------------------------------------------------------------------------------
