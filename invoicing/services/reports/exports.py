@@ -257,8 +257,8 @@ def write_xlsx(title: str, header: list[str], rows: Iterable[tuple[Cell, ...]],
     formats: dict[str, str] = {}
 
     def cell(value: Cell) -> Any:
-        if value is None:
-            return None
+        # Plain values where openpyxl's own typing is right (it formats dates itself; a neutralized string can
+        # never start a formula, so it is written as text); a styled cell only where money needs its decimals.
         if isinstance(value, Money):
             c = WriteOnlyCell(sheet, value.decimal)
             fmt = formats.get(value.currency)
@@ -266,18 +266,8 @@ def write_xlsx(title: str, header: list[str], rows: Iterable[tuple[Cell, ...]],
                 fmt = formats[value.currency] = NUMBER_FORMATS.get(precision(value.currency), "General")
             c.number_format = fmt
             return c
-        if isinstance(value, datetime):
-            c = WriteOnlyCell(sheet, value)
-            c.number_format = "yyyy-mm-dd hh:mm:ss"
-            return c
-        if isinstance(value, date):
-            c = WriteOnlyCell(sheet, value)
-            c.number_format = "yyyy-mm-dd"
-            return c
         if isinstance(value, str):
-            c = WriteOnlyCell(sheet, neutralize(value))
-            c.data_type = "s"  # text, whatever it looks like: never a formula
-            return c
+            return neutralize(value)
         return value
 
     for row in rows:
