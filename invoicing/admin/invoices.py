@@ -112,10 +112,12 @@ def invoices() -> ResponseReturnValue:
 
 
 def _card(filters: queries.InvoiceFilters, page: queries.InvoicePage, now: datetime) -> dict[str, Any] | None:
-    """A reports card's invoices: the card (its count and sum, from the list's own query) and each row's part."""
-    if not filters.card or (total := figures.card_total(current_user, filters, now=now)) is None:
+    """A reports card's invoices: the card (its count and sum, from the list's own query: on a full page only,
+    not for "older invoices") and each row's part."""
+    if not filters.card or filters.card not in CARDS:
         return None
-    return dict(card=CARDS[filters.card], count=total[0], amount=total[1],
+    total = figures.card_total(current_user, filters, now=now) if not wants_fragment() else None
+    return dict(card=CARDS[filters.card], count=total[0] if total else None, amount=total[1] if total else None,
                 period=queries.card_period(current_user, filters, now=now),
                 parts=figures.measures(current_user, filters, [row.id for row in page.invoices], now=now))
 

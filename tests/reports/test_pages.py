@@ -99,3 +99,10 @@ def test_it_needs_an_organization_and_keeps_clients_to_their_own(client, world):
 
 def test_it_asks_for_a_login(client):
     assert client.get("/admin/reports").status_code in (302, 303)
+
+
+def test_a_card_list_needs_an_organization_and_is_ignored_without_one(client, world, frozen):
+    build(world)
+    login(client, world.root)  # every organization: a card is one organization's, so the list shows them all
+    page = client.get("/admin/invoices?card=collected&card_from=2026-01-01&card_to=2026-02-28")
+    assert page.status_code == 200 and 'id="card-summary"' not in page.text
