@@ -114,8 +114,8 @@ def invoices() -> ResponseReturnValue:
 def _card(filters: queries.InvoiceFilters, page: queries.InvoicePage, now: datetime) -> dict[str, Any] | None:
     """A reports card's invoices: the card (its count and sum, from the list's own query: on a full page only,
     not for "older invoices") and each row's part."""
-    if not filters.card or filters.card not in CARDS:
-        return None
+    if not filters.card or queries.card_period(current_user, filters, now=now) is None:
+        return None  # no card, or a superadmin who has not switched to an organization: the plain list
     total = figures.card_total(current_user, filters, now=now) if not wants_fragment() else None
     return dict(card=CARDS[filters.card], count=total[0] if total else None, amount=total[1] if total else None,
                 period=queries.card_period(current_user, filters, now=now),
