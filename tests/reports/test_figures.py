@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
@@ -118,3 +119,15 @@ def test_it_keeps_a_report_until_the_ledger_changes(world):
     again = figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW)
     assert again is not first and again.for_currency("USD").cards["collected"].amount == 69000
     assert figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW.replace(day=11)) is not again  # a new day
+
+
+def test_it_gives_the_api_plain_json_values(world):
+    build(world)
+    stats = figures.as_dict(figures.compute(world.org_a.id, PERIOD, tz=TZ, now=NOW))
+    assert json.loads(json.dumps(stats)) == stats
+    usd = next(c for c in stats["currencies"] if c["currency"] == "USD")
+    assert usd["cards"]["collected"] == {"count": 3, "amount": 68000}
+    assert usd["cards"]["days_to_pay"] == {"count": 2, "total_days": 64, "average_days": "32.0"}
+    assert usd["cards"]["collection_rate"] == {"count": 4, "amount": 58000, "invoiced": 118000, "rate_percent": "49.2"}
+    assert usd["months"][1] == {"month": "2026-02", "invoiced": 90000, "collected": 55000}
+    assert stats["period"] == {"from": "2026-01-01", "to": "2026-02-28", "time_zone": TZ, "today": "2026-03-10"}

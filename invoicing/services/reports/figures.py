@@ -391,3 +391,42 @@ def measures(user: Any, filters: InvoiceFilters, ids: list[int], *, now: datetim
         return {}
     return {invoice_id: int(value or 0) for invoice_id, value in db.session.execute(
         select(Invoice.id, measure).where(Invoice.id.in_(ids)))}
+
+
+# --- for the API (GET /stats) ----------------------------------------------------------------------------
+
+
+def _card_dict(figure: CardFigure) -> dict[str, Any]:
+    found: dict[str, Any] = {"count": figure.count, "amount": figure.amount}
+    if figure.card.kind == "days":
+        found = {"count": figure.count, "total_days": figure.amount, "average_days":
+                 str(figure.average_days) if figure.average_days is not None else None}
+    elif figure.card.kind == "rate":
+        found |= {"invoiced": figure.base, "rate_percent": str(figure.rate) if figure.rate is not None else None}
+    elif figure.card.kind == "count":
+        found = {"count": figure.count}
+    return found
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    """The report as plain JSON values: money in minor units beside its currency, dates as ISO strings."""
+    period = report.period
+    return {
+        "period": {"from": period.start.isoformat(), "to": period.end.isoformat(), "time_zone": period.tz,
+                   "today": period.today.isoformat()},
+        "currencies": [{
+            "currency": r.currency,
+            "cards": {key: _card_dict(f) for key, f in r.cards.items()},
+            "months": [{"month": m.first.isoformat()[:7], "invoiced": m.invoiced, "collected": m.collected}
+                       for m in r.months],
+            "methods": [{"method": s.key, "amount": s.amount, "count": s.count, "percent": str(s.percent)}
+                        for s in r.methods],
+            "channels": [{"channel": s.key, "amount": s.amount, "count": s.count, "percent": str(s.percent)}
+                         for s in r.channels],
+            "top_collected": [{"client_id": c.client_id, "name": c.name, "amount": c.amount} for c in r.top_collected],
+            "top_outstanding": [{"client_id": c.client_id, "name": c.name, "amount": c.amount}
+                                for c in r.top_outstanding],
+        } for r in report.currencies],
+        "aging": [{"client_id": row.client_id, "name": row.name, "currency": row.currency, "invoices": row.count,
+                   **row.buckets, "total": row.total} for row in (report.aging.rows if report.aging else [])],
+    }
