@@ -216,12 +216,12 @@ def forget() -> None:
 
 def ledger_version(organization_id: int) -> tuple[Any, ...]:
     """Changes whenever a figure can: an invoice changed (its updated_at: finalized, paid, refunded, voided...),
-    a payment or refund was added, an autopay attempt made. Index seeks only (migration 0012_reports)."""
-    org = organization_id
+    a payment, refund or autopay attempt was added (anywhere: the newest id is one primary-key seek, where the
+    newest of one organization would read all of its rows on PostgreSQL). Index seeks only."""
     return tuple(db.session.execute(select(
-        select(func.max(Invoice.updated_at)).where(Invoice.organization_id == org).scalar_subquery(),
-        select(func.max(Payment.id)).where(Payment.organization_id == org).scalar_subquery(),
-        select(func.max(Refund.id)).where(Refund.organization_id == org).scalar_subquery(),
+        select(func.max(Invoice.updated_at)).where(Invoice.organization_id == organization_id).scalar_subquery(),
+        select(func.max(Payment.id)).scalar_subquery(),
+        select(func.max(Refund.id)).scalar_subquery(),
         select(func.max(ChargeAttempt.id)).scalar_subquery(),
     )).one())
 
