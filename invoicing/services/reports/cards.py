@@ -6,8 +6,8 @@ Channels (how money came in), derived from what a payment records:
 - autopay:  a saved card charged by the autopay job (its PaymentIntent is one of a ChargeAttempt's);
 - portal:   paid by a signed-in portal contact (the payment records who paid: `contact_id`);
 - pay link: every other provider payment (the emailed link, no contact known).
-A pay-link checkout of an invoice addressed to a contact carries that contact too, so it counts as portal
-until checkouts record their channel; see the README ("Reports").
+Since portal payments (issue 11), a pay-link checkout records no contact; pay-link payments recorded before
+that, on an invoice addressed to a contact, carried that contact and count as portal.
 """
 
 from __future__ import annotations
