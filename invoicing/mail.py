@@ -112,7 +112,7 @@ def enqueue(
 
 # --- attachments -----------------------------------------------------------------------------------------
 
-ATTACHMENT_KINDS = ("invoice_pdf",)
+ATTACHMENT_KINDS = ("invoice_pdf", "statement_pdf")
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,19 @@ class Attachment:
 def attachment_label(spec: dict[str, Any]) -> str:
     if spec.get("kind") == "invoice_pdf":
         return "Invoice PDF"
+    if spec.get("kind") == "statement_pdf":
+        return "Statement PDF"
     return str(spec.get("kind"))
 
 
 def build_attachment(spec: dict[str, Any], organization_id: int | None) -> Attachment:
     """Turn an attachment spec into bytes, rendered now (the PDF comes from its per-version cache)."""
     from invoicing import pdf  # WeasyPrint's import is slow; only pay for it when a PDF is needed
+    from invoicing.services.reports import statements  # it queues its emails here: imported when used
 
+    if spec.get("kind") == "statement_pdf":
+        statement = statements.from_spec(spec, organization_id)
+        return Attachment(statements.filename_for(statement), "application/pdf", pdf.statement_pdf(statement))
     if spec.get("kind") != "invoice_pdf":
         raise DomainError(f"Unknown attachment kind {spec.get('kind')!r}.")
     invoice = db.session.get(Invoice, int(spec.get("invoice_id") or 0))

@@ -962,3 +962,21 @@ class WebhookDelivery(Model):
         Index("ix_webhook_delivery_endpoint", "endpoint_id", "id"),
         Index("ix_webhook_delivery_order", "endpoint_id", "invoice_id", "status", "id"),
     )
+
+
+# --- Reports (issue 12): indexes for the figures (migration 0012_reports) --------------------------------
+# Each figure is an aggregate over one range of one of these (a period of issue dates, of paid-on dates, of
+# success instants...), carrying the columns it adds up, so that it reads the index alone (bench/reports_bench.py).
+Index("ix_invoice_org_issue_money", Invoice.organization_id, Invoice.issue_date, Invoice.status, Invoice.currency,
+      Invoice.total, Invoice.amount_paid)
+Index("ix_invoice_org_paid_at", Invoice.organization_id, Invoice.paid_at, Invoice.status, Invoice.currency,
+      Invoice.issue_date, Invoice.due_date)
+Index("ix_invoice_org_unpaid_money", Invoice.organization_id, Invoice.status, Invoice.currency, Invoice.due_date,
+      Invoice.client_id, Invoice.total, Invoice.amount_paid)
+Index("ix_payment_org_paid_on", Payment.organization_id, Payment.paid_on, Payment.status, Payment.currency,
+      Payment.amount, Payment.method, Payment.method_type, Payment.contact_id, Payment.invoice_id)
+Index("ix_payment_org_succeeded", Payment.organization_id, Payment.succeeded_at, Payment.paid_on, Payment.status,
+      Payment.currency, Payment.amount, Payment.method, Payment.method_type, Payment.contact_id, Payment.invoice_id)
+Index("ix_refund_org_created", Refund.organization_id, Refund.created_at)
+Index("ix_invoice_org_updated", Invoice.organization_id, Invoice.updated_at)  # figures.ledger_version
+Index("ix_charge_attempt_payment_intent", ChargeAttempt.payment_intent_id)

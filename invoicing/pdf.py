@@ -144,6 +144,14 @@ def html_to_pdf(html: str) -> bytes:
     return bytes(weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf())
 
 
+def statement_pdf(statement: Any) -> bytes:
+    """A client statement (services/reports/statements.py) as a PDF: the same WeasyPrint path, not stored
+    (a statement is a moment's view of the ledger, rebuilt each time)."""
+    org = statement.organization
+    return html_to_pdf(render_template("pdf/statement.html", statement=statement, organization=org,
+                                       logo_uri=logo_data_uri(org.logo, org.logo_mime)))
+
+
 def invoice_pdf(invoice: Invoice, *, pay_url: str | None = None, now: datetime | None = None) -> bytes:
     """The invoice as a PDF: the stored rendering of this version, or a fresh one (then stored).
 

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import WEBHOOK_EVENT_TYPES, Invoice, Payment
+from invoicing.models import WEBHOOK_EVENT_TYPES, Contact, Invoice, Payment
 from invoicing.services.api.keys import create_key
 from invoicing.services.api.webhooks import create_endpoint
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
@@ -90,6 +90,15 @@ def to_checkout(page: Any, seeded: Seeded, base_url: str) -> None:
     page.wait_for_url(f"{base_url}/pay/sandbox/cs_sbx_*")
 
 
+def portal_page(page: Any, base_url: str, path: str) -> None:
+    """Sign in to the portal as client A's first contact (a magic link, then its button), then open `path`."""
+    contact = db.session.execute(select(Contact).order_by(Contact.id)).scalars().first()
+    page.goto(f"{base_url}/portal/login/{issue_magic_link(contact.id, now=real_now())}")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/portal/**")
+    page.goto(base_url + path)
+
+
 def to_confirmation(page: Any, seeded: Seeded, base_url: str) -> None:
     to_checkout(page, seeded, base_url)
     page.get_by_label("Card number").fill("4242 4242 4242 4242")
@@ -106,6 +115,7 @@ PUBLIC_PAGES = {
         "c1@clienta.test"), page.get_by_role("button", name="Email me a sign-in link").click(),
         page.get_by_role("heading", name="Check your email").wait_for()),
     "staff login": lambda page, s, url: page.goto(f"{url}/admin/login"),
+    "portal statement": lambda page, s, url: portal_page(page, url, "/portal/statement"),
 }
 ADMIN_PAGES = {
     "dashboard": lambda s: "/admin/",
@@ -125,6 +135,8 @@ ADMIN_PAGES = {
     "webhooks": lambda s: "/admin/settings/webhooks",
     "webhook endpoint and its delivery log": lambda s: f"/admin/settings/webhooks/{s.endpoint_id}",
     "API reference": lambda s: "/admin/api",
+    "reports": lambda s: "/admin/reports",
+    "client statement": lambda s: f"/admin/clients/{s.client_id}/statement",
 }
 
 

@@ -14,6 +14,7 @@ from invoicing.admin import (  # noqa: E402,F401
     outbox,  # the outbox: queued and sent emails, previews
     payments,  # the webhook inbox, refunds, the invoice page's money panel
     pdf,  # invoice PDF download
+    reports,  # reports: figures, charts, aging, exports; client statements
     settings,  # organization settings, staff users
     texts,  # client emails and PDF texts, edited by admins
     views,  # login, dashboard

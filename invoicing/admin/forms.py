@@ -47,6 +47,7 @@ from invoicing.services.invoices import (
     LineData,
 )
 from invoicing.services.queries import DEFAULT_SORT, SORT_CHOICES, STATUS_FILTERS, InvoiceFilters
+from invoicing.services.reports.cards import CARDS
 from invoicing.services.totals import (
     AMOUNT,
     MAX_QUANTITY,
@@ -232,6 +233,9 @@ def parse_invoice_filters(args: MultiDict[str, str]) -> InvoiceFilters:
         date_from=_date_arg(args.get("from")),
         date_to=_date_arg(args.get("to")),
         sort=sort if sort in SORT_CHOICES else DEFAULT_SORT,
+        card=args.get("card") if args.get("card") in CARDS else None,
+        card_from=_date_arg(args.get("card_from")),
+        card_to=_date_arg(args.get("card_to")),
     )
 
 

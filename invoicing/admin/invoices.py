@@ -44,6 +44,9 @@ from invoicing.services.invoices import (
     void_invoice,
 )
 from invoicing.services.payments import record_manual_payment
+from invoicing.services.reports import exports as report_exports
+from invoicing.services.reports import figures
+from invoicing.services.reports.cards import CARDS
 from invoicing.services.site import Site
 
 TEMPLATE_LIST, TEMPLATE_DETAIL, TEMPLATE_EDITOR = "admin/invoices.html", "admin/invoice.html", "admin/invoice_form.html"
@@ -102,10 +105,21 @@ def invoices() -> ResponseReturnValue:
     client = clients.get_client(current_user, filters.client_id) if filters.client_id else None  # foreign: 404
     page = queries.list_invoices(current_user, now=now, filters=filters, cursor=request.args.get("after"), rows=True)
     rows = dict(page=page, filters=filters, today=_today(now), fmt_money=format_money, fmt_date=_date,
-                email_states=queries.email_states(row.id for row in page.invoices))
+                email_states=queries.email_states(row.id for row in page.invoices), card=_card(filters, page, now))
     if wants_fragment():  # a keystroke or "older invoices": the rows only, no counts, no pickers
         return render(TEMPLATE_LIST, "rows", **rows)
     return render(TEMPLATE_LIST, "rows", **rows, **_list_page_context(filters, client, now))
+
+
+def _card(filters: queries.InvoiceFilters, page: queries.InvoicePage, now: datetime) -> dict[str, Any] | None:
+    """A reports card's invoices: the card (its count and sum, from the list's own query: on a full page only,
+    not for "older invoices") and each row's part."""
+    if not filters.card or queries.card_period(current_user, filters, now=now) is None:
+        return None  # no card, or a superadmin who has not switched to an organization: the plain list
+    total = figures.card_total(current_user, filters, now=now) if not wants_fragment() else None
+    return dict(card=CARDS[filters.card], count=total[0] if total else None, amount=total[1] if total else None,
+                period=queries.card_period(current_user, filters, now=now),
+                parts=figures.measures(current_user, filters, [row.id for row in page.invoices], now=now))
 
 
 def _without_empty_args() -> str | None:
@@ -149,6 +163,8 @@ def export_invoices() -> Response:
     filters = parse_invoice_filters(request.args)
     if filters.client_id:
         clients.get_client(current_user, filters.client_id)  # another organization's client: 404
+    report_exports.record_export(queries.org_scope(current_user), "invoice list", "csv", filters.params(),
+                                 actor=_actor(), now=now)
     return _csv_response(queries.iter_invoices(current_user, filters, now=now), _today(now))
 
 
@@ -171,6 +187,8 @@ def bulk_invoices() -> ResponseReturnValue:
     if queries.visible_invoice_ids(current_user, form.ids) != form.ids:
         abort(404)  # any invoice of another organization in the selection: nothing is done
     if form.action == "export":
+        report_exports.record_export(queries.org_scope(current_user), "selected invoices", "csv", {},
+                                     actor=_actor(), now=now, rows=len(form.ids))
         return _csv_response(queries.selected_invoices(current_user, form.ids), _today(now))
     try:
         result = _run_bulk(form, now)

@@ -7,12 +7,13 @@ from flask import redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from invoicing.admin import bp
+from invoicing.admin import bp, charts
 from invoicing.admin.forms import LoginForm
 from invoicing.auth import staff_required
 from invoicing.extensions import limiter
 from invoicing.services import attention, queries, users
 from invoicing.services.invoices import local_today
+from invoicing.services.reports import figures
 
 
 def _now() -> datetime:
@@ -62,8 +63,11 @@ def dashboard() -> str:
     overdue = queries.list_invoices(current_user, now=now, status="overdue", limit=10)
     cases = attention.open_cases(queries.org_scope(current_user), limit=20)
     states = queries.email_states(invoice.id for invoice in [*page.invoices, *overdue.invoices])
+    org_id = queries.org_scope(current_user)
+    figures_now = figures.dashboard(org_id, tz=queries.organization(org_id).timezone, now=now) \
+        if org_id is not None else None
     return render_template("admin/dashboard.html", page=page, overdue=overdue, cases=cases, today=_today(now),
-                           email_states=states)
+                           email_states=states, figures=figures_now, charts=charts)
 
 
 def _today(now: datetime):  # noqa: ANN202 - date in the user's organization, UTC for superadmin

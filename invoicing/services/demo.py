@@ -15,7 +15,7 @@ from invoicing.models import Client, Contact, Organization
 from invoicing.services.audit import Actor
 from invoicing.services.db import atomic
 from invoicing.services.invoices import DraftData, LineData, create_draft, finalize_invoice, void_invoice
-from invoicing.services.payments import record_manual_payment
+from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment
 from invoicing.services.users import create_organization, create_user
 
 DEMO_ORG = "Northwind Studio"
@@ -87,6 +87,7 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
         (globex, 5, 30, [("Beratung", "8", 15000, "19")], {"discount_kind": "percent", "discount_value": 1000}, None),
         (kaiju, 3, 30, [("Package design", "2", 95000, "10")], {}, None),
     ]
+    _history(org, actor, [acme, globex], now)
     for client, ago, terms, lines, extra, then in plan:
         inv = finalize_invoice(invoice(client, ago, terms, lines, **extra).id, actor=actor, now=_at(_day(now, ago)))
         if then and then[0] == "paid":
@@ -99,6 +100,37 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
     invoice(acme, 1, 30, design, notes="Draft: waiting for sign-off.")
     invoice(kaiju, 0, 14, [("Menu photography", "1", 180000, "10")])
     return org
+
+
+def _history(org: Organization, actor: Actor, clients: list[Client], now: datetime) -> None:
+    """A year of monthly retainers in USD and EUR (a few paid late, by hand, by card through the pay link or the
+    portal, one refunded, the latest still open) so that the reports page shows a year of figures."""
+    methods = ["bank_transfer", "card", "cheque", "card", "cash", "card"]
+    for month in range(12, 3, -1):  # the last three months are the plan's invoices (made after these)
+        for n, client in enumerate(clients):
+            issued = _day(now, 30 * month + 7 * n)
+            amount = (180000 if client.currency == "USD" else 95000) + 12500 * ((month * 7 + n * 3) % 5)
+            data = DraftData(client_id=client.id, currency=client.currency, issue_date=issued,
+                             due_date=issued + timedelta(days=30),
+                             lines=(LineData("Monthly retainer", Decimal(1), amount, Decimal(0)),))
+            inv = finalize_invoice(create_draft(org, data, actor=actor, now=_at(issued)).id, actor=actor,
+                                   now=_at(issued))
+            late = (month + n) % 4 == 0
+            paid = issued + timedelta(days=38 if late else 12 + 3 * n)
+            if paid > now.date():
+                continue
+            method = methods[(month + n) % len(methods)]
+            if method == "card":  # as the sandbox records a paid checkout, some by a signed-in portal contact
+                contact = client.contacts[0].id if month % 3 == 0 else None
+                payment = apply_payment(inv.id, amount=inv.total, currency=inv.currency, method="sandbox",
+                                        status="succeeded", actor=Actor.system("demo"), now=_at(paid),
+                                        payment_intent_id=f"pi_sbx_demo_{inv.id}", contact_id=contact).payment
+            else:
+                payment = record_manual_payment(inv.id, amount=inv.total, method=method, paid_on=paid,
+                                                reference=f"DEMO-{inv.id}", actor=actor, now=_at(paid)).payment
+            if month == 5 and n == 0:
+                apply_refund(payment.id, amount=25000, actor=actor, now=_at(paid + timedelta(days=3)),
+                             idempotency_key=f"demo-refund-{payment.id}", reason="Goodwill credit")
 
 
 def _logo() -> bytes:

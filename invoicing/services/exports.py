@@ -16,6 +16,7 @@ from invoicing.extensions import db
 from invoicing.models import Invoice, Payment
 from invoicing.money import format_plain
 from invoicing.services.payments import COUNTED
+from invoicing.services.reports.exports import neutralize
 
 COLUMNS = (
     "Number", "Status", "Badges", "Client", "Client email", "Issue date", "Due date", "Currency", "Subtotal",
@@ -27,7 +28,7 @@ BATCH = 500
 
 def _cell(value: str) -> str:
     """Neutralize spreadsheet formulas (CSV injection): a client named "=HYPERLINK(...)" stays text."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    return neutralize(value)
 
 
 def _when(value: datetime | None) -> str:

@@ -27,6 +27,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from invoicing.extensions import db
 from invoicing.models import AuditEvent, Client, Invoice, Organization, OutboxEmail, Payment, User
 from invoicing.services import NotFound
+from invoicing.services.reports import cards
+from invoicing.services.reports.period import Period
 
 STORED_STATUSES = ("draft", "open", "processing", "paid", "void")
 DERIVED_STATUSES = ("sent", "viewed", "partial", "overdue", "attention")  # attention: services/attention.py
@@ -216,6 +218,10 @@ class InvoiceFilters:
     due_from: date | None = None  # due date, inclusive (the API's filter; the admin list has no field for it)
     due_to: date | None = None
     sort: str = DEFAULT_SORT
+    # A reports card's invoices (services/reports/cards.py): which card, and the period it covered.
+    card: str | None = None
+    card_from: date | None = None
+    card_to: date | None = None
 
     def params(self, **changes: Any) -> dict[str, str]:
         f = replace(self, **changes)
@@ -226,6 +232,9 @@ class InvoiceFilters:
             "due_from": f.due_from.isoformat() if f.due_from else None,
             "due_to": f.due_to.isoformat() if f.due_to else None,
             "sort": f.sort if f.sort != DEFAULT_SORT else None,
+            "card": f.card,
+            "card_from": f.card_from.isoformat() if f.card and f.card_from else None,
+            "card_to": f.card_to.isoformat() if f.card and f.card_to else None,
         }
         return {k: str(v) for k, v in values.items() if v is not None}
 
@@ -293,7 +302,28 @@ def filtered_query(user: User, filters: InvoiceFilters, *, now: datetime, query:
     term = filters.q.strip()
     if term:
         query = query.where((search or search_clause(user, term)).clause)
+    period = card_period(user, filters, now=now)
+    if period is not None and filters.card:
+        query = query.where(cards.invoice_clause(filters.card, period))
     return query
+
+
+def card_period(user: User, filters: InvoiceFilters, *, now: datetime) -> Period | None:
+    """The period of the reports card the list shows (None without a card, or for a superadmin who has not
+    switched to an organization: a card is one organization's figure)."""
+    org_id = org_scope(user)
+    if filters.card not in cards.CARDS or org_id is None:
+        return None
+    tz = _timezone(org_id)
+    today = now.astimezone(ZoneInfo(tz)).date()
+    start = filters.card_from or today
+    return Period(start, max(filters.card_to or today, start), tz, today)
+
+
+def card_measure(user: User, filters: InvoiceFilters, *, now: datetime) -> Any:
+    """What each listed invoice adds to the card (None when the list is not a card's)."""
+    period = card_period(user, filters, now=now)
+    return cards.invoice_measure(filters.card, period) if period is not None and filters.card else None
 
 
 MAX_SEARCH_CLIENTS = 200
