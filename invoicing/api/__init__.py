@@ -105,4 +105,4 @@ never make you see one twice or miss one.
 # Views register on `bp` when imported; the limit counts every request of a key across the whole API.
 limiter.shared_limit(_rate_limit, scope="api", key_func=lambda: auth.rate_limit_key())(bp)
 
-from invoicing.api import auth, clients, errors, invoices, payments, views  # noqa: E402,F401
+from invoicing.api import auth, clients, errors, invoices, payments, stats, views  # noqa: E402,F401

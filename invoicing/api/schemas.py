@@ -358,3 +358,31 @@ class ProblemOut(ma.Schema):
     code = fields.String(required=True, metadata={"description": "Machine-readable: validation_error, not_found, "
                                                                   "conflict, idempotency_key_reused, rate_limited..."})
     errors = fields.List(fields.Nested(FieldProblem), required=True)
+
+
+# --- statistics (services/reports: the same figures as the admin's reports page) ---------------------------
+
+
+class StatsQuery(ma.Schema):
+    period = fields.String(load_default="12m", validate=validate.OneOf(
+        ("12m", "month", "last_month", "quarter", "year", "last_year", "custom")), metadata={
+        "description": "A preset (the reports page's), or `custom` with `from` and `to`. Days are the "
+                       "organization's, in its time zone."})
+    date_from = fields.Date(data_key="from", metadata={"description": "First day (custom period)."})
+    date_to = fields.Date(data_key="to", metadata={"description": "Last day (custom period)."})
+    currency = fields.String(validate=validate.Length(equal=3), metadata={"description": "Only this currency."})
+    client = _id("client", "cli_")
+
+
+class StatsOut(ma.Schema):
+    object = fields.String(required=True, metadata={"enum": ["stats"]})
+    period = fields.Dict(required=True, metadata={
+        "description": "`from`, `to`, `time_zone` and `today` (ISO dates): what the figures cover."})
+    currencies = fields.List(fields.Dict(), required=True, metadata={
+        "description": "Per currency (never summed across currencies): `cards` (invoiced, collected, "
+                       "outstanding, overdue, refunded, average days to pay, collection rate, paid late), `months` "
+                       "(invoiced and collected), `methods` and `channels` (shares of collected money), "
+                       "`top_collected` and `top_outstanding` clients. Money in minor units."})
+    aging = fields.List(fields.Dict(), required=True, metadata={
+        "description": "Accounts receivable aging per client and currency: current, 1-30, 31-60, 61-90, 90+ "
+                       "days past due, and the total."})

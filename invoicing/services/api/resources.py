@@ -20,7 +20,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from invoicing.extensions import db
 from invoicing.models import Client, Contact, Invoice, Organization, Payment, User
 from invoicing.services import DomainError, NotFound, queries
-from invoicing.services.api.present import parse_id
+from invoicing.services.api.present import parse_id, public
 from invoicing.services.clients import search_clients
 from invoicing.services.invoices import DraftData, LineData, local_today
 from invoicing.services.queries import InvoiceFilters, decode_cursor, encode_cursor
@@ -310,3 +310,29 @@ def list_contacts(organization_id: int, query: dict[str, Any]) -> Page:
         stmt = stmt.where(Contact.id < after)
     limit = query["limit"]
     return _page(list(db.session.execute(stmt.order_by(Contact.id.desc()).limit(limit + 1)).scalars()), limit)
+
+
+def stats(organization: Organization, query: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+    """GET /stats: the reports service's figures for the organization, client ids as API ids."""
+    from invoicing.services.reports import figures
+    from invoicing.services.reports.period import ReportFilters
+
+    client = client_field(organization.id, query["client"]) if query.get("client") else None
+    custom = query["period"] == "custom"
+    if custom and not (query.get("date_from") and query.get("date_to")):
+        raise FieldError("from", "A custom period needs `from` and `to`.")
+    if custom and query["date_from"] > query["date_to"]:
+        raise FieldError("to", "`to` is before `from`.")
+    filters = ReportFilters(preset=query["period"], date_from=query.get("date_from") if custom else None,
+                            date_to=query.get("date_to") if custom else None,
+                            currency=(query.get("currency") or "").upper() or None,
+                            client_id=client.id if client else None)
+    found = figures.as_dict(figures.compute(organization.id, filters, tz=organization.timezone, now=now))
+    ids = {row["client_id"] for c in found["currencies"] for key in ("top_collected", "top_outstanding")
+           for row in c[key]} | {row["client_id"] for row in found["aging"]}
+    public_ids = dict(db.session.execute(select(Client.id, Client.public_id).where(
+        Client.organization_id == organization.id, Client.id.in_(ids))).all()) if ids else {}
+    for row in [*found["aging"], *(r for c in found["currencies"] for k in ("top_collected", "top_outstanding")
+                                   for r in c[k])]:
+        row["client"] = public("client", public_ids[row.pop("client_id")])
+    return {"object": "stats", **found}
