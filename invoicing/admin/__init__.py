@@ -5,6 +5,7 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from invoicing.admin import (  # noqa: E402,F401
+    billing,  # the Scheduler page and its banner, reminder settings and switches (the scheduler's work)
     clients,  # clients and contacts (staff invoicing)
     invites,  # accepting a staff invitation (public: the emailed link)
     invoices,  # invoice list, editor, invoice page and its actions (staff invoicing)
@@ -12,6 +13,7 @@ from invoicing.admin import (  # noqa: E402,F401
     outbox,  # the outbox: queued and sent emails, previews
     payments,  # the webhook inbox, refunds, the invoice page's money panel
     pdf,  # invoice PDF download
+    recurring,  # recurring profiles: create, edit, pause, resume, end, the invoices they made
     settings,  # organization settings, staff users
     texts,  # client emails and PDF texts, edited by admins
     views,  # login, dashboard
