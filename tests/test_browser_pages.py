@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from flask import current_app
 
+from invoicing.jobs import load_jobs, run_job
+from invoicing.services.billing import recurring
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
 from invoicing.services.payments import record_manual_payment
 from invoicing.services.refunds import refund_payment
@@ -32,6 +34,7 @@ class Seeded:
     paid_id: int
     draft_id: int
     client_id: int
+    profile_id: int
 
 
 def seed(world: World, base_url: str) -> Seeded:
@@ -58,7 +61,13 @@ def seed(world: World, base_url: str) -> Seeded:
     void = make_invoice(client, status="open", now=now, issue_date=now.date())
     void_invoice(void.id, reason="Issued in error", actor=SYSTEM, now=now)
     two_lines = make_invoice(client, now=now, issue_date=now.date())
-    return Seeded(f"{base_url}/pay/{token(sent)}", sent.id, paid.id, two_lines.id, client.id)
+    profile = recurring.create_profile(org.id, recurring.ProfileData(
+        client_id=client.id, title=f"{LONG_WORD} retainer", currency="USD", lines=lines, interval_unit="month",
+        interval_count=1, start_date=now.date() + timedelta(days=1), end_date=now.date() + timedelta(days=400)),
+        actor=SYSTEM, now=now)
+    load_jobs()
+    run_job("remind", now=now, force=True)  # the Scheduler page shows a run
+    return Seeded(f"{base_url}/pay/{token(sent)}", sent.id, paid.id, two_lines.id, client.id, profile.id)
 
 
 def log_in(page: Any, base_url: str, world: World) -> None:
@@ -103,6 +112,12 @@ ADMIN_PAGES = {
     "outbox": lambda s: "/admin/outbox",
     "payments inbox": lambda s: "/admin/webhooks",
     "users": lambda s: "/admin/users",
+    "recurring profiles": lambda s: "/admin/recurring",
+    "recurring profile": lambda s: f"/admin/recurring/{s.profile_id}",
+    "new recurring profile": lambda s: f"/admin/recurring/new?client={s.client_id}",
+    "edit recurring profile": lambda s: f"/admin/recurring/{s.profile_id}/edit",
+    "scheduler": lambda s: "/admin/scheduler",
+    "reminder settings": lambda s: "/admin/settings/reminders",
 }
 
 

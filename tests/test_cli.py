@@ -1,7 +1,18 @@
 from sqlalchemy import func, select
 
 from invoicing.extensions import db
-from invoicing.models import AuditEvent, Client, Contact, Invoice, Organization, Payment, User
+from invoicing.models import (
+    AuditEvent,
+    Client,
+    Contact,
+    Invoice,
+    JobRun,
+    Organization,
+    OutboxEmail,
+    Payment,
+    RecurringProfile,
+    User,
+)
 from invoicing.services.demo import DEMO_EMAIL
 
 
@@ -33,9 +44,15 @@ def test_it_loads_demo_data_in_every_state_once(runner, app):
     assert result.exit_code == 0, result.output
     assert DEMO_EMAIL in result.output and "password:" in result.output
     statuses = dict(db.session.execute(select(Invoice.status, func.count()).group_by(Invoice.status)).all())
-    assert statuses == {"draft": 2, "open": 7, "paid": 3, "void": 1}
-    numbers = sorted(db.session.execute(select(Invoice.number).where(Invoice.number.is_not(None))).scalars())
-    assert numbers == [f"2026-{n:04d}" for n in range(1, 12)]
+    assert statuses == {"draft": 2, "open": 10, "paid": 3, "void": 1}  # 3 open ones made by the recurring profile
+    numbers = db.session.execute(select(Invoice.number).where(Invoice.number.is_not(None))
+                                 .order_by(Invoice.issue_date, Invoice.id)).scalars().all()
+    assert numbers == [f"2026-{n:04d}" for n in range(1, 15)]  # numbers follow the calendar
+    profiles = db.session.execute(select(RecurringProfile).order_by(RecurringProfile.id)).scalars().all()
+    assert [(p.status, p.invoices_made, p.auto_send) for p in profiles] == [("active", 3, True), ("active", 0, False)]
+    runs = {run.name: run for run in db.session.execute(select(JobRun)).scalars()}
+    assert {"remind", "recurring"} <= set(runs) and all(runs[n].last_success_at for n in ("remind", "recurring"))
+    assert db.session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reminder")) > 0
     partial = db.session.scalar(select(func.count()).select_from(Invoice).where(
         Invoice.status == "open", Invoice.amount_paid > 0))
     assert partial == 2
@@ -48,7 +65,7 @@ def test_it_loads_demo_data_in_every_state_once(runner, app):
     db.session.rollback()
     again = runner.invoke(args=["demo"])
     assert "already present" in again.output
-    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 13
+    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 16
 
 
 def test_it_reports_health(client):

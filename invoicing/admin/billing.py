@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app, flash, g, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -31,9 +31,11 @@ def scheduler_alerts() -> list[schedule_preview.JobStatus]:
     """The jobs that have not succeeded for twice their interval: a banner on every admin page (once a request)."""
     if not is_staff():
         return []
-    if "scheduler_alerts" not in g:
-        g.scheduler_alerts = schedule_preview.alerts(now=_now(), config=current_app.config)
-    return list(g.scheduler_alerts)
+    cached = request.environ.get("invoicing.scheduler_alerts")  # per request (an app context may span several)
+    if cached is None:
+        cached = request.environ["invoicing.scheduler_alerts"] = schedule_preview.alerts(
+            now=_now(), config=current_app.config)
+    return list(cached)
 
 
 @bp.app_template_global("invoice_reminders")

@@ -150,6 +150,7 @@ def _candidate_query(offsets: tuple[int, ...]) -> Any:
                Invoice.total, Invoice.amount_paid, Invoice.currency, Client.name)
         .join(Client, Client.id == Invoice.client_id)
         .where(Invoice.organization_id == bindparam("organization_id"), Invoice.status == "open",
+               Invoice.due_date <= bindparam("cut_0", type_=Date()),  # the earliest step's cut: an index range
                Invoice.total > Invoice.amount_paid, Invoice.reminders_paused_at.is_(None),
                Client.reminders_opt_out.is_(False), ~autopay_pending_clause(), Invoice.id > bindparam("after_id"),
                or_(*step_due))

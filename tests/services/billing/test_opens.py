@@ -65,6 +65,9 @@ def test_the_first_open_is_an_event_on_the_invoice_and_later_ones_count(client, 
     assert opened.details == {"outbox_id": email.id, "kind": "reminder", "subject": email.subject,
                               "to": "clienta@clients.test"}
     assert opened.actor_type == "anonymous"
+    login(client, world.alice)
+    assert "Reminder opened (“Reminder: invoice 2026-0001" in client.get(f"/admin/invoices/{invoice.id}").text
+    assert "2 times" in client.get(f"/admin/outbox/{email.id}").text
 
 
 def test_guessed_tokens_link_checkers_and_staff_record_nothing(client, world):

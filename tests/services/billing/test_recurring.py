@@ -235,3 +235,18 @@ def test_two_threads_make_each_period_once(app, world):
     numbers = db.session.execute(select(Invoice.number_seq)).scalars().all()
     assert sorted(numbers) == list(range(1, 19))
     assert len(emails("invoice")) == 18
+
+
+def test_the_command_lists_then_makes_the_due_invoices(world, runner, time_machine):
+    assert "recurring" in runner.invoke(args=["billing", "--help"]).output
+    create(world.client_a, title="Cleaning", interval_unit="week", start_date=date(2026, 3, 11))
+    time_machine.move_to(utc(2026, 3, 19, 14), tick=False)
+    dry = runner.invoke(args=["billing", "recurring", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "recurring would make 2 invoice(s)" in dry.output
+    assert "Cleaning (Client A): period from 2026-03-11, sent" in dry.output
+    assert "Cleaning (Client A): period from 2026-03-18, sent" in dry.output
+    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 0
+    done = runner.invoke(args=["billing", "recurring"])
+    assert done.exit_code == 0 and "recurring: 2 invoice(s) made, 2 of them sent" in done.output
+    assert db.session.scalar(select(func.count()).select_from(RecurringPeriod)) == 2
