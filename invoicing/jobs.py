@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +44,8 @@ JOBS: dict[str, Job] = {}
 # Modules that register jobs with @register; imported by load_jobs() (scheduler start and the CLI).
 JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile", "invoicing.backup",
                                 "invoicing.services.api.webhooks", "invoicing.services.api.events",
-                                "invoicing.services.api.idempotency")
+                                "invoicing.services.api.idempotency",
+                                "invoicing.services.billing.reminders", "invoicing.services.billing.recurring")
 
 
 def load_jobs() -> dict[str, Job]:
@@ -92,13 +94,14 @@ def claim_slot(name: str, *, now: datetime, every_seconds: int) -> bool:
         raise
 
 
-def finish(name: str, *, now: datetime, outcome: str, error: str | None = None) -> None:
+def finish(name: str, *, now: datetime, outcome: str, error: str | None = None, duration_ms: int | None = None) -> None:
     with atomic():
         lease = db.session.get(JobRun, name)
         if lease is None:
             return
         lease.last_outcome = outcome[:2000]
         lease.last_error = error
+        lease.last_duration_ms = duration_ms
         if error is None:
             lease.last_success_at = now
 
@@ -114,14 +117,16 @@ def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = Fa
         return job.run(now, True)
     if not claim_slot(name, now=now, every_seconds=1 if force else job.every_seconds):
         return None
+    started = time.monotonic()
     try:
         outcome = job.run(now, False)
     except Exception as exc:  # a failing job is recorded and retried next slot; the scheduler lives on
         db.session.rollback()
         log.exception("job %s failed", name)
-        finish(name, now=now, outcome="failed", error=f"{exc.__class__.__name__}: {exc}")
+        finish(name, now=now, outcome="failed", error=f"{exc.__class__.__name__}: {exc}",
+               duration_ms=round((time.monotonic() - started) * 1000))
         raise
-    finish(name, now=now, outcome=outcome)
+    finish(name, now=now, outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000))
     # One line per scheduled run that did something (an outcome counts what it did); idle runs at DEBUG.
     level = logging.INFO if _COUNT.search(outcome) and not force else logging.DEBUG
     log.log(level, "job %s slot %s: %s", name, slot_of(now, job.every_seconds).isoformat(), outcome)

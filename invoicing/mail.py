@@ -36,7 +36,9 @@ from invoicing.extensions import db
 from invoicing.models import Invoice, Organization, OutboxEmail, not_archived
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
+from invoicing.services.billing.opens import with_pixel
 from invoicing.services.db import atomic, begin_write
+from invoicing.services.site import Site
 from invoicing.services.users import normalize_email
 
 log = logging.getLogger(__name__)
@@ -199,7 +201,8 @@ def _message_id(email: OutboxEmail) -> str:
 
 def build_message(email: OutboxEmail) -> Message:
     message = Message(
-        subject=email.subject, recipients=[email.to_addr], body=email.text_body, html=email.html_body,
+        subject=email.subject, recipients=[email.to_addr], body=email.text_body,
+        html=with_pixel(email, Site.from_config(current_app.config)),  # invoice and reminder emails: open tracking
         sender=email.from_addr, reply_to=email.reply_to or None,
     )
     message.msgId = _message_id(email)

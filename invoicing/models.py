@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     exists,
+    false,
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
@@ -92,7 +93,10 @@ class Organization(Model):
     payment_instructions: Mapped[str] = mapped_column(Text, default="")
     # Email the client a receipt when staff record a cash, bank transfer or cheque payment (card payers always get one).
     manual_payment_receipts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Automatic reminders: which steps go and at what local hour (services/billing/reminders.Policy; {} = defaults).
     reminder_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Invoice and reminder emails carry an open-tracking pixel (services/billing/opens.py) while this is on.
+    track_email_opens: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Its own address for clients (e.g. https://billing.acme.test): every link in its emails and PDFs starts
     # here instead of BASE_URL. Stored normalized (scheme://host[:port], lower case), so UNIQUE means one host.
@@ -169,6 +173,8 @@ class Client(Model):
     autopay_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     autopay_payment_method: Mapped[str | None] = mapped_column(String(255))
     autopay_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The client asked not to get automatic reminders (staff can still send one by hand).
+    reminders_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -260,6 +266,10 @@ class Invoice(Model):
     disputed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Since when money on it needs a person (an open AttentionCase): the "needs attention" tab and badge.
     attention_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Automatic reminders (services/billing/reminders.py): paused by staff for this invoice, and the policy's
+    # steps done up to this one (its offset in days from the due date: -7 ... 14), sent or passed over.
+    reminders_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_through: Mapped[int | None] = mapped_column(Integer)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -590,6 +600,9 @@ class OutboxEmail(Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The client's mail program loaded its tracking pixel (invoice and reminder emails: billing/opens.py).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    open_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
@@ -622,6 +635,74 @@ class JobRun(Model):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_outcome: Mapped[str] = mapped_column(Text, default="")
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer)  # of the last run, success or not
+
+
+RECURRING_UNITS = ("week", "month", "quarter", "year")
+RECURRING_STATUSES = ("active", "paused", "ended")
+
+
+class RecurringProfile(Model):
+    """What to invoice a client every N weeks, months, quarters or years (services/billing/recurring.py).
+
+    Period k starts `k - anchor_index` intervals after `anchor_date`, on `anchor_day` clamped to the month's
+    length (started on the 31st: the last day of shorter months, then the 31st again). Editing the interval
+    re-anchors at the next period; `next_index`/`next_period_start` is the next period to invoice."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    # [{"description": str, "quantity": "2.5", "unit_price": minor units, "tax_rate": "8.5"}]
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    interval_unit: Mapped[str] = mapped_column(String(10))
+    interval_count: Mapped[int] = mapped_column(Integer, default=1)
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)  # no period starts after it
+    max_invoices: Mapped[int | None] = mapped_column(Integer)  # ends after this many invoices
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=30)
+    auto_send: Mapped[bool] = mapped_column(Boolean, default=True)  # else each invoice is left as a draft
+    autopay: Mapped[bool] = mapped_column(Boolean, default=False)  # charge the saved card (autopay, later)
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    anchor_date: Mapped[date] = mapped_column(Date)
+    anchor_day: Mapped[int] = mapped_column(Integer)
+    anchor_index: Mapped[int] = mapped_column(Integer, default=0)
+    next_index: Mapped[int] = mapped_column(Integer, default=0)
+    next_period_start: Mapped[date | None] = mapped_column(Date)  # None once ended
+    invoices_made: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    organization: Mapped[Organization] = relationship()
+    client: Mapped[Client] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'paused', 'ended')", name="status"),
+        CheckConstraint("interval_unit IN ('week', 'month', 'quarter', 'year')", name="interval_unit"),
+        CheckConstraint("interval_count >= 1", name="interval_count_positive"),
+        Index("ix_recurring_profile_due", "status", "next_period_start"),
+        Index("ix_recurring_profile_org", "organization_id", "id"),
+    )
+
+
+class RecurringPeriod(Model):
+    """One period of a profile, invoiced: UNIQUE(profile, period start) makes each period one invoice, however
+    many schedulers tick at once."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("recurring_profile.id"))
+    period_start: Mapped[date] = mapped_column(Date)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    invoice: Mapped[Invoice] = relationship()
+
+    __table_args__ = (UniqueConstraint("profile_id", "period_start"),)
 
 
 class InvoicePdf(Model):

@@ -15,9 +15,11 @@ from flask import current_app
 from sqlalchemy import select
 
 from invoicing.extensions import db
+from invoicing.jobs import load_jobs, run_job
 from invoicing.models import WEBHOOK_EVENT_TYPES, Contact, Invoice, Payment
 from invoicing.services.api.keys import create_key
 from invoicing.services.api.webhooks import create_endpoint
+from invoicing.services.billing import recurring
 from invoicing.services.invoices import DraftData, LineData, create_draft, void_invoice
 from invoicing.services.payments import record_manual_payment
 from invoicing.services.portal.auth import issue_magic_link
@@ -42,6 +44,7 @@ class Seeded:
     draft_id: int
     client_id: int
     endpoint_id: int
+    profile_id: int
 
 
 def seed(world: World, base_url: str) -> Seeded:
@@ -73,7 +76,13 @@ def seed(world: World, base_url: str) -> Seeded:
     void = make_invoice(client, status="open", now=now, issue_date=now.date())
     void_invoice(void.id, reason="Issued in error", actor=SYSTEM, now=now)
     two_lines = make_invoice(client, now=now, issue_date=now.date())
-    return Seeded(f"{base_url}/pay/{token(sent)}", sent.id, paid.id, two_lines.id, client.id, endpoint.id)
+    profile = recurring.create_profile(org.id, recurring.ProfileData(
+        client_id=client.id, title=f"{LONG_WORD} retainer", currency="USD", lines=lines, interval_unit="month",
+        interval_count=1, start_date=now.date() + timedelta(days=1), end_date=now.date() + timedelta(days=400)),
+        actor=SYSTEM, now=now)
+    load_jobs()
+    run_job("remind", now=now, force=True)  # the Scheduler page shows a run
+    return Seeded(f"{base_url}/pay/{token(sent)}", sent.id, paid.id, two_lines.id, client.id, endpoint.id, profile.id)
 
 
 def log_in(page: Any, base_url: str, world: World) -> None:
@@ -137,6 +146,12 @@ ADMIN_PAGES = {
     "API reference": lambda s: "/admin/api",
     "reports": lambda s: "/admin/reports",
     "client statement": lambda s: f"/admin/clients/{s.client_id}/statement",
+    "recurring profiles": lambda s: "/admin/recurring",
+    "recurring profile": lambda s: f"/admin/recurring/{s.profile_id}",
+    "new recurring profile": lambda s: f"/admin/recurring/new?client={s.client_id}",
+    "edit recurring profile": lambda s: f"/admin/recurring/{s.profile_id}/edit",
+    "scheduler": lambda s: "/admin/scheduler",
+    "reminder settings": lambda s: "/admin/settings/reminders",
 }
 
 

@@ -1,7 +1,18 @@
 from sqlalchemy import func, select
 
 from invoicing.extensions import db
-from invoicing.models import AuditEvent, Client, Contact, Invoice, Organization, Payment, User
+from invoicing.models import (
+    AuditEvent,
+    Client,
+    Contact,
+    Invoice,
+    JobRun,
+    Organization,
+    OutboxEmail,
+    Payment,
+    RecurringProfile,
+    User,
+)
 from invoicing.services.demo import DEMO_EMAIL
 
 
@@ -33,12 +44,17 @@ def test_it_loads_demo_data_in_every_state_once(runner, app):
     assert result.exit_code == 0, result.output
     assert DEMO_EMAIL in result.output and "password:" in result.output
     statuses = dict(db.session.execute(select(Invoice.status, func.count()).group_by(Invoice.status)).all())
-    # 11 invoices of the last three months plus nine months of two retainers (one refunded in part: open again)
-    assert statuses == {"draft": 2, "open": 8, "paid": 20, "void": 1}
-    numbers = sorted(db.session.execute(select(Invoice.number).where(Invoice.number.is_not(None))).scalars())
-    years = sorted({n[:4] for n in numbers})
+    # a year of retainers for the reports (one refunded in part: open again), 3 open ones made by the recurring profile
+    assert statuses == {"draft": 2, "open": 11, "paid": 20, "void": 1}
+    numbers = db.session.execute(select(Invoice.number).where(Invoice.number.is_not(None))
+                                 .order_by(Invoice.issue_date, Invoice.id)).scalars().all()
+    numbers, years = sorted(numbers), sorted({n[:4] for n in numbers})  # per year from 0001, without gaps
     assert numbers == [f"{y}-{n:04d}" for y in years for n in range(1, 1 + sum(x[:4] == y for x in numbers))]
-    assert len(numbers) == 29
+    profiles = db.session.execute(select(RecurringProfile).order_by(RecurringProfile.id)).scalars().all()
+    assert [(p.status, p.invoices_made, p.auto_send) for p in profiles] == [("active", 3, True), ("active", 0, False)]
+    runs = {run.name: run for run in db.session.execute(select(JobRun)).scalars()}
+    assert {"remind", "recurring"} <= set(runs) and all(runs[n].last_success_at for n in ("remind", "recurring"))
+    assert db.session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reminder")) > 0
     partial = db.session.scalar(select(func.count()).select_from(Invoice).where(
         Invoice.status == "open", Invoice.amount_paid > 0))
     assert partial == 3
@@ -51,7 +67,7 @@ def test_it_loads_demo_data_in_every_state_once(runner, app):
     db.session.rollback()
     again = runner.invoke(args=["demo"])
     assert "already present" in again.output
-    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 31
+    assert db.session.scalar(select(func.count()).select_from(Invoice)) == 34
 
 
 def test_it_reports_health(client):

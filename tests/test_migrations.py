@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -107,5 +108,27 @@ def test_it_opens_cases_for_flagged_money_and_numbers_receipts_after_the_old_one
         assert db.session.execute(text("SELECT receipt_number FROM payment WHERE id = :id"),
                                   {"id": declined_id}).scalar() is None
         assert db.session.execute(text("SELECT last_seq FROM receipt_counter")).scalar() == declined_id
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_it_counts_the_reminder_steps_already_past_as_done(empty_database: str) -> None:
+    """Upgrading must not send a burst of reminders for invoices that were due before reminders existed."""
+    today = date.today()  # the migration's own "today"
+    with _app(empty_database).app_context():
+        upgrade()
+        client = make_client(make_org("Old Org"), "Old client")
+        ids = {days: make_invoice(client, status="open", issue_date=today - timedelta(days=90),
+                                  due_date=today - timedelta(days=days)).id for days in (20, 7, 3, 0, -3, -30)}
+        draft = make_invoice(client, issue_date=today - timedelta(days=90), due_date=today - timedelta(days=20)).id
+        db.session.remove()
+        downgrade(revision="0011_portal_sign_in")
+
+        upgrade(revision="0012_scheduler")
+
+        done = dict(db.session.execute(text("SELECT id, reminded_through FROM invoice")).all())
+        assert {days: done[invoice_id] for days, invoice_id in ids.items()} == {
+            20: 14, 7: 7, 3: 1, 0: -1, -3: -7, -30: None}
+        assert done[draft] is None
         db.session.remove()
         db.engine.dispose()

@@ -6,6 +6,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from invoicing.admin import (  # noqa: E402,F401
     autopay,  # a client's saved cards and autopay consent; staff turn autopay off
+    billing,  # the Scheduler page and its banner, reminder settings and switches (the scheduler's work)
     clients,  # clients and contacts (staff invoicing)
     integrations,  # Settings > API keys and Webhooks, the API reference
     invites,  # accepting a staff invitation (public: the emailed link)
@@ -14,6 +15,7 @@ from invoicing.admin import (  # noqa: E402,F401
     outbox,  # the outbox: queued and sent emails, previews
     payments,  # the webhook inbox, refunds, the invoice page's money panel
     pdf,  # invoice PDF download
+    recurring,  # recurring profiles: create, edit, pause, resume, end, the invoices they made
     reports,  # reports: figures, charts, aging, exports; client statements
     settings,  # organization settings, staff users
     texts,  # client emails and PDF texts, edited by admins

@@ -4,4 +4,8 @@ from flask import Blueprint
 
 bp = Blueprint("pay", __name__, url_prefix="/pay")
 
-from invoicing.pay import sandbox_setup, views  # noqa: E402,F401
+from invoicing.pay import (  # noqa: E402,F401
+    opens,  # the open-tracking image of invoice and reminder emails
+    sandbox_setup,
+    views,
+)

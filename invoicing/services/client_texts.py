@@ -84,6 +84,7 @@ VARIABLES: dict[str, str] = {
     "pay_link": "The client's personal pay link",
     "project": "The project reference (empty when there is none)",
     "overdue": "True when the due date has passed (use {% if overdue %}...{% endif %})",
+    "when": "How the due date stands today: \"due in 7 days\", \"due tomorrow\", \"due today\", \"overdue by 3 days\"",
     "payment_amount": "The amount of the payment, formatted",
     "payment_method": "How it was paid (\"Visa •••• 4242\")",
     "receipt_number": "The receipt number",
@@ -102,12 +103,12 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
              "{% if project %} for {{ project }}{% endif %}."),
     ), COMMON),
     Kind("reminder", "Reminder email", (
-        Part("subject", "Subject", "Reminder: invoice {{ invoice_number }} from {{ organization_name }} — "
-             "{{ amount_due }} {% if overdue %}was due{% else %}due{% endif %} {{ due_date }}", multiline=False),
+        Part("subject", "Subject", "Reminder: invoice {{ invoice_number }} from {{ organization_name }} is "
+             "{{ when }} — {{ amount_due }}", multiline=False),
         Part("body", "Opening text", GREETING + "This is a friendly reminder that invoice {{ invoice_number }} "
-             "{% if overdue %}was due on {{ due_date }} and is now overdue{% else %}is due on {{ due_date }}"
-             "{% endif %}.\nIf you have already paid, thank you, and please ignore this message."),
-    ), (*COMMON, "overdue")),
+             "{% if overdue %}was due on {{ due_date }} and is now {{ when }}{% else %}is {{ when }} "
+             "({{ due_date }}){% endif %}.\nIf you have already paid, thank you, and please ignore this message."),
+    ), (*COMMON, "overdue", "when")),
     Kind("receipt", "Receipt email", (
         Part("subject", "Subject",
              "Receipt {{ receipt_number }} for invoice {{ invoice_number }} from {{ organization_name }}",
@@ -134,7 +135,8 @@ DEMO: dict[str, str | bool] = {
     "client_name": "Northwind Traders", "contact_name": "Dana Fields", "organization_name": "Your organization",
     "invoice_number": "2026-0042", "amount_due": "$1,250.00", "total": "$1,500.00", "due_date": "Apr 9, 2026",
     "issue_date": "Mar 10, 2026", "pay_link": "https://billing.example/pay/demo", "project": "Website redesign",
-    "overdue": False, "payment_amount": "$250.00", "payment_method": "Visa •••• 4242", "receipt_number": "R-0007",
+    "overdue": False, "when": "due in 7 days",
+    "payment_amount": "$250.00", "payment_method": "Visa •••• 4242", "receipt_number": "R-0007",
     "payment_date": "10 Mar 2026, 15:00 UTC", "failure_reason": "your bank refused it",
     "payment_instructions": "Bank transfer: IBAN DE00 0000 0000 0000 0000 00", "payment_terms_days": "30",
 }
@@ -416,6 +418,18 @@ def _date(value: date | None) -> str:
     return value.strftime("%b %-d, %Y") if value else ""
 
 
+def due_phrase(due_date: date, today: date) -> str:
+    """"due in 7 days", "due tomorrow", "due today", "overdue by 1 day", "overdue by 12 days"."""
+    days = (due_date - today).days
+    if days > 1:
+        return f"due in {days} days"
+    if days == 1:
+        return "due tomorrow"
+    if days == 0:
+        return "due today"
+    return f"overdue by {-days} day{'s' if days < -1 else ''}"
+
+
 def invoice_values(invoice: Invoice, *, pay_url: str | None, today: date | None = None) -> dict[str, Any]:
     """The documented variables of an invoice, as plain strings (and `overdue`)."""
     organization, client = invoice.organization, invoice.client
@@ -426,6 +440,7 @@ def invoice_values(invoice: Invoice, *, pay_url: str | None, today: date | None 
         "total": format_money(invoice.total, invoice.currency), "due_date": _date(invoice.due_date),
         "issue_date": _date(invoice.issue_date), "pay_link": pay_url or "", "project": invoice.project_ref or "",
         "overdue": invoice.is_overdue(today) if today else False,
+        "when": due_phrase(invoice.due_date, today) if today else "",
         "payment_instructions": organization.payment_instructions or "",
         "payment_terms_days": str(organization.payment_terms_days),
     }

@@ -7,15 +7,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from invoicing.extensions import db
-from invoicing.models import Client, Contact, Organization
+from invoicing.jobs import load_jobs, run_job
+from invoicing.models import Client, Contact, Organization, RecurringPeriod
 from invoicing.services.audit import Actor
+from invoicing.services.billing import recurring, reminders
 from invoicing.services.db import atomic
 from invoicing.services.invoices import DraftData, LineData, create_draft, finalize_invoice, void_invoice
 from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment
+from invoicing.services.site import Site
 from invoicing.services.users import create_organization, create_user
 
 DEMO_ORG = "Northwind Studio"
@@ -88,7 +92,19 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
         (kaiju, 3, 30, [("Package design", "2", 95000, "10")], {}, None),
     ]
     _history(org, actor, [acme, globex], now)
+    site = Site.from_config(current_app.config)
+    hosting_plan = recurring.create_profile(org.id, recurring.ProfileData(
+        client_id=acme.id, title="Hosting and support, monthly", currency="USD",
+        lines=(LineData("Hosting, monthly", Decimal(1), 4900), LineData("Support hours", Decimal(2), 12000)),
+        interval_unit="month", interval_count=1, start_date=_day(now, 70), payment_terms_days=14,
+        notes="Thank you for your business."), actor=actor, now=_at(_day(now, 70)))
+    recurring.create_profile(org.id, recurring.ProfileData(
+        client_id=globex.id, title="Quarterly brand review", currency="EUR",
+        lines=(LineData("Brand review workshop", Decimal(1), 180000, Decimal(19)),), interval_unit="quarter",
+        interval_count=1, start_date=_day(now, -20), payment_terms_days=30, auto_send=False), actor=actor, now=now)
     for client, ago, terms, lines, extra, then in plan:
+        # The recurring profile's periods are invoiced when their day comes, so numbers follow the calendar.
+        recurring.generate_due(now=_at(_day(now, ago)), site=site)
         inv = finalize_invoice(invoice(client, ago, terms, lines, **extra).id, actor=actor, now=_at(_day(now, ago)))
         if then and then[0] == "paid":
             _, paid_ago, amount, method, ref = then
@@ -96,9 +112,15 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
                                   reference=ref, actor=actor, now=_at(_day(now, paid_ago)))
         elif then and then[0] == "void":
             void_invoice(inv.id, reason="Client cancelled the retainer.", actor=actor, now=_at(_day(now, then[1])))
+    recurring.generate_due(now=now, site=site)
     # Drafts, not numbered yet
     invoice(acme, 1, 30, design, notes="Draft: waiting for sign-off.")
     invoice(kaiju, 0, 14, [("Menu photography", "1", 180000, "10")])
+    reminders.set_invoice_paused(_demo_paused(org.id, hosting_plan.id), org.id, True, actor=actor, now=now)
+    # The scheduler's first runs, so its page has something to show (the served demo keeps them going).
+    load_jobs()
+    for job in ("recurring", "remind"):
+        run_job(job, now=now, force=True)
     return org
 
 
@@ -131,6 +153,13 @@ def _history(org: Organization, actor: Actor, clients: list[Client], now: dateti
             if month == 5 and n == 0:
                 apply_refund(payment.id, amount=25000, actor=actor, now=_at(paid + timedelta(days=3)),
                              idempotency_key=f"demo-refund-{payment.id}", reason="Goodwill credit")
+
+
+def _demo_paused(organization_id: int, profile_id: int) -> int:
+    """The hosting plan's first invoice: the client said it pays at the end of the quarter."""
+    return int(db.session.execute(
+        select(RecurringPeriod.invoice_id).where(RecurringPeriod.profile_id == profile_id)
+        .order_by(RecurringPeriod.period_start).limit(1)).scalar_one())
 
 
 def _logo() -> bytes:

@@ -65,7 +65,8 @@ def check_number_format(fmt: str) -> str:
     return fmt
 
 
-def _check_draft(data: DraftData, organization: Organization) -> Client:
+def check_draft(data: DraftData, organization: Organization) -> Client:
+    """The client of a valid draft; DomainError saying what is wrong otherwise (recurring profiles check theirs)."""
     client = db.session.get(Client, data.client_id)
     if client is None or client.organization_id != organization.id:
         raise DomainError("Choose a client.")
@@ -153,15 +154,21 @@ def _apply_draft(invoice: Invoice, data: DraftData) -> None:
     invoice.total = totals.total
 
 
+def new_draft(organization: Organization, data: DraftData, *, actor: Actor, now: datetime) -> Invoice:
+    """A new draft inside the caller's transaction (recurring profiles make theirs with the period's work)."""
+    check_draft(data, organization)
+    invoice = Invoice(organization_id=organization.id, created_by_id=actor.id if actor.type == "user" else None)
+    invoice.created_at = now
+    _apply_draft(invoice, data)
+    db.session.add(invoice)
+    db.session.flush()
+    record("invoice.created", invoice, actor=actor, now=now, details={"total": invoice.total})
+    return invoice
+
+
 def create_draft(organization: Organization, data: DraftData, *, actor: Actor, now: datetime) -> Invoice:
     with atomic():
-        _check_draft(data, organization)
-        invoice = Invoice(organization_id=organization.id, created_by_id=actor.id if actor.type == "user" else None)
-        invoice.created_at = now
-        _apply_draft(invoice, data)
-        db.session.add(invoice)
-        db.session.flush()
-        record("invoice.created", invoice, actor=actor, now=now, details={"total": invoice.total})
+        invoice = new_draft(organization, data, actor=actor, now=now)
     return invoice
 
 
@@ -172,7 +179,7 @@ def update_draft(
         invoice = lock_invoice(invoice_id, organization.id)
         if not invoice.is_editable:
             raise DomainError(f"Invoice {invoice.number} is {invoice.status}; only drafts can be edited.")
-        _check_draft(data, organization)
+        check_draft(data, organization)
         _apply_draft(invoice, data)
         record("invoice.updated", invoice, actor=actor, now=now, details={"total": invoice.total})
     return invoice

@@ -7,6 +7,7 @@ caused it (DESIGN rule 7), with the PDF as an attachment spec that the delivery 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -48,9 +49,10 @@ def _keep_link_alive(invoice: Invoice, today: date, expiry_days: int) -> None:
         invoice.link_expires_on = max(floor, invoice.due_date + timedelta(days=expiry_days))
 
 
-def _queue(invoice: Invoice, *, kind: str, to: str, dedupe_key: str, config: Site,
-           now: datetime, today: date) -> OutboxEmail | None:
-    """The invoice or reminder email: the organization's subject and opening text in the app's layout."""
+def queue_invoice_email(invoice: Invoice, *, kind: str, to: str, dedupe_key: str, config: Site, now: datetime,
+                        today: date) -> OutboxEmail | None:
+    """The invoice or reminder email (the one renderer of both): the organization's subject and opening text
+    in the app's layout, with the pay link and the PDF. In the caller's transaction; None if the key was used."""
     organization = invoice.organization
     pay_url = config.pay_url(invoice)
     texts = client_texts.for_sending(kind, invoice, client_texts.invoice_values(invoice, pay_url=pay_url, today=today),
@@ -95,28 +97,36 @@ def send_invoice(
             select(OutboxEmail.id).where(OutboxEmail.dedupe_key == request_dedupe)
         ).first():
             return invoice  # this very form was already submitted: one email, not two
-        _refuse_unsendable(invoice, "sent")
-        recipient = _recipient(invoice, to)
-        today = local_today(invoice.organization, now)
-        if invoice.status == "draft":
-            finalize(invoice, actor=actor, now=now, expiry_days=expiry_days)
-        elif rotate_link:
-            invoice.link_version += 1
-            record("invoice.link_rotated", invoice, actor=actor, now=now,
-                   details={"link_version": invoice.link_version})
-        _keep_link_alive(invoice, today, expiry_days)
-        invoice.sent_count += 1
-        invoice.sent_at = now
-        email = _queue(invoice, kind="invoice", to=recipient, config=config, now=now, today=today,
-                       dedupe_key=request_dedupe or f"invoice:{invoice.id}:send:{invoice.sent_count}")
-        if email is None:  # another request sent this very version a moment ago
-            raise DomainError(f"Invoice {invoice.number} was just sent; reload the page.")
-        record("invoice.sent", invoice, actor=actor, now=now, details={
-            "to": email.to_addr, "sent_count": invoice.sent_count, "email_id": email.id,
-            "rotated": rotate_link and invoice.sent_count > 1, "link_expires_on": invoice.link_expires_on.isoformat()
-            if invoice.link_expires_on else None,
-        })
+        send_locked(invoice, actor=actor, now=now, config=config, rotate_link=rotate_link, to=to,
+                    dedupe_key=request_dedupe)
     return invoice
+
+
+def send_locked(invoice: Invoice, *, actor: Actor, now: datetime, config: Site, rotate_link: bool = False,
+                to: str | None = None, dedupe_key: str | None = None) -> OutboxEmail:
+    """Finalize a draft or resend an open invoice and queue its email, in the caller's transaction with the
+    invoice row locked (send_invoice, and recurring profiles that send what they make)."""
+    _refuse_unsendable(invoice, "sent")
+    recipient = _recipient(invoice, to)
+    today = local_today(invoice.organization, now)
+    if invoice.status == "draft":
+        finalize(invoice, actor=actor, now=now, expiry_days=config.paylink_expiry_days)
+    elif rotate_link:
+        invoice.link_version += 1
+        record("invoice.link_rotated", invoice, actor=actor, now=now, details={"link_version": invoice.link_version})
+    _keep_link_alive(invoice, today, config.paylink_expiry_days)
+    invoice.sent_count += 1
+    invoice.sent_at = now
+    email = queue_invoice_email(invoice, kind="invoice", to=recipient, config=config, now=now, today=today,
+                                dedupe_key=dedupe_key or f"invoice:{invoice.id}:send:{invoice.sent_count}")
+    if email is None:  # another request sent this very version a moment ago
+        raise DomainError(f"Invoice {invoice.number} was just sent; reload the page.")
+    record("invoice.sent", invoice, actor=actor, now=now, details={
+        "to": email.to_addr, "sent_count": invoice.sent_count, "email_id": email.id,
+        "rotated": rotate_link and invoice.sent_count > 1, "link_expires_on": invoice.link_expires_on.isoformat()
+        if invoice.link_expires_on else None,
+    })
+    return email
 
 
 def send_reminder(
@@ -135,16 +145,25 @@ def send_reminder(
     config = Site(base_url, secret_key, default_sender, expiry_days)
     with atomic():
         invoice = lock_invoice(invoice_id)
-        _refuse_unsendable(invoice, "reminded")
-        if invoice.status == "draft":
-            raise DomainError(f"Invoice {invoice_label(invoice)} has not been sent yet; send it first.")
-        recipient = _recipient(invoice, to)
         today = local_today(invoice.organization, now)
-        _keep_link_alive(invoice, today, expiry_days)
-        email = _queue(invoice, kind="reminder", to=recipient, config=config, now=now, today=today,
-                       dedupe_key=f"invoice:{invoice.id}:reminder:{today.isoformat()}")
-        if email is None:
-            return None
-        record("invoice.reminded", invoice, actor=actor, now=now,
-               details={"to": email.to_addr, "email_id": email.id, "overdue": invoice.is_overdue(today)})
+        return remind_locked(invoice, actor=actor, now=now, config=config, to=to,
+                             dedupe_key=f"invoice:{invoice.id}:reminder:{today.isoformat()}")
+
+
+def remind_locked(invoice: Invoice, *, actor: Actor, now: datetime, config: Site, dedupe_key: str,
+                  to: str | None = None, details: dict[str, Any] | None = None) -> OutboxEmail | None:
+    """Queue a reminder of an open invoice in the caller's transaction (invoice row locked): staff's button and
+    the automatic steps (services/billing/reminders.py, which add their step to the audit `details`)."""
+    _refuse_unsendable(invoice, "reminded")
+    if invoice.status == "draft":
+        raise DomainError(f"Invoice {invoice_label(invoice)} has not been sent yet; send it first.")
+    recipient = _recipient(invoice, to)
+    today = local_today(invoice.organization, now)
+    _keep_link_alive(invoice, today, config.paylink_expiry_days)
+    email = queue_invoice_email(invoice, kind="reminder", to=recipient, config=config, now=now, today=today,
+                                dedupe_key=dedupe_key)
+    if email is None:
+        return None
+    record("invoice.reminded", invoice, actor=actor, now=now, details={
+        "to": email.to_addr, "email_id": email.id, "overdue": invoice.is_overdue(today), **(details or {})})
     return email

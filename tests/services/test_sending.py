@@ -127,7 +127,7 @@ def test_it_queues_one_reminder_per_invoice_per_day(world):
     invoice = send(make_invoice(world.client_a, status="open", issue_date=date(2026, 1, 1)).id)
     email = send_reminder(invoice.id, actor=Actor.user(world.alice), now=NOW, **MAIL)
     assert email is not None and email.kind == "reminder"
-    assert email.subject == "Reminder: invoice 2026-0001 from Org A — $270.00 was due Jan 31, 2026"
+    assert email.subject == "Reminder: invoice 2026-0001 from Org A is overdue by 38 days — $270.00"
     assert email.dedupe_key == f"invoice:{invoice.id}:reminder:2026-03-10"
     assert "overdue" in email.text_body and resolve(pay_token(email), secret_key=SECRET, today=NOW.date())
     assert send_reminder(invoice.id, actor=SYSTEM, now=NOW + timedelta(hours=2), **MAIL) is None
