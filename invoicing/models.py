@@ -1061,3 +1061,180 @@ Index("ix_payment_org_succeeded", Payment.organization_id, Payment.succeeded_at,
 Index("ix_refund_org_created", Refund.organization_id, Refund.created_at)
 Index("ix_invoice_org_updated", Invoice.organization_id, Invoice.updated_at)  # figures.ledger_version
 Index("ix_charge_attempt_payment_intent", ChargeAttempt.payment_intent_id)
+
+
+# --- Subscriptions (issue 11): plans, subscriptions, plan changes, client credit (migration 0013_subscriptions) ---
+# Ours, not Stripe Billing's: our scheduler makes each period's invoice and autopay charges it through the money
+# door (services/subscriptions/). Stripe only moves the money.
+
+PLAN_INTERVAL_UNITS = ("month", "year")
+SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "paused", "canceled", "ended")
+
+
+class Plan(Model):
+    """What a client can subscribe to: one or more prices (one per currency and interval), an optional trial,
+    a tax rate, seats or not, and a public sign-up page at /subscribe/<slug> when `public`. An archived plan takes
+    no new subscribers; its subscribers keep billing."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    slug: Mapped[str] = mapped_column(String(80), unique=True)  # the public sign-up URL: unique across the site
+    public: Mapped[bool] = mapped_column(Boolean, default=False)  # sign-up page open
+    trial_days: Mapped[int] = mapped_column(Integer, default=0)
+    tax_rate_milli: Mapped[int] = mapped_column(Integer, default=0)  # percent x 1000, as LineItem
+    per_seat: Mapped[bool] = mapped_column(Boolean, default=False)  # quantity (seats) may be more than 1
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+    prices: Mapped[list[PlanPrice]] = relationship(back_populates="plan", order_by="PlanPrice.id")
+
+    __table_args__ = (
+        CheckConstraint("trial_days >= 0", name="trial_days_not_negative"),
+        Index("ix_plan_org", "organization_id", "archived_at", "id"),
+    )
+
+
+class PlanPrice(Model):
+    """One price of a plan: amount per seat (or per subscription) in minor units, every N months or years, and a
+    one-off setup fee on the first invoice. Never edited once a subscription uses it: a new price is a new row and
+    the old one is archived, so existing subscriptions keep their price until staff migrate them (audited, the
+    client emailed)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plan.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    interval_unit: Mapped[str] = mapped_column(String(10))  # month, year
+    interval_count: Mapped[int] = mapped_column(Integer, default=1)
+    setup_fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    plan: Mapped[Plan] = relationship(back_populates="prices")
+
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        CheckConstraint("setup_fee >= 0", name="setup_fee_not_negative"),
+        CheckConstraint("interval_unit IN ('month', 'year')", name="interval_unit"),
+        CheckConstraint("interval_count >= 1", name="interval_count_positive"),
+        Index("ix_plan_price_plan", "plan_id", "archived_at"),
+    )
+
+
+class Subscription(Model):
+    """A client on a plan price, `quantity` seats. Periods run from `current_period_start` to
+    `current_period_end` (exclusive: the next period's start), on `anchor_day` clamped to short months like
+    recurring profiles. `pending_price_id`/`pending_quantity` is a downgrade that takes effect at period end;
+    `cancel_at_period_end` a cancellation that can be undone until then. Every status move is an AuditEvent."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))  # who signed up, if a contact did
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plan.id"))
+    price_id: Mapped[int] = mapped_column(ForeignKey("plan_price.id"))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    currency: Mapped[str] = mapped_column(String(3))  # the price's, copied: figures group by it
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    anchor_day: Mapped[int] = mapped_column(Integer)  # day of month periods start on (clamped)
+    current_period_start: Mapped[date] = mapped_column(Date)
+    current_period_end: Mapped[date] = mapped_column(Date)  # exclusive: the next period starts here
+    trial_end: Mapped[date | None] = mapped_column(Date)  # the first paid period starts on it
+    trial_reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # "trial ends in 3 days" sent
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    pending_price_id: Mapped[int | None] = mapped_column(ForeignKey("plan_price.id"))  # downgrade at period end
+    pending_quantity: Mapped[int | None] = mapped_column(Integer)
+    past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_reason: Mapped[str] = mapped_column(String(200), default="")
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_id: Mapped[int | None] = mapped_column(ForeignKey("autopay_consent.id"))  # recurring-charge consent
+    signup_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # a form's token: resubmits make one
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+    client: Mapped[Client] = relationship()
+    contact: Mapped[Contact | None] = relationship()
+    plan: Mapped[Plan] = relationship()
+    price: Mapped[PlanPrice] = relationship(foreign_keys=[price_id])
+    pending_price: Mapped[PlanPrice | None] = relationship(foreign_keys=[pending_price_id])
+
+    __table_args__ = (
+        CheckConstraint("status IN ('trialing', 'active', 'past_due', 'paused', 'canceled', 'ended')",
+                        name="status"),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+        Index("ix_subscription_org_status", "organization_id", "status", "id"),
+        Index("ix_subscription_due", "status", "current_period_end"),
+        Index("ix_subscription_client", "client_id", "status"),
+        Index("ix_subscription_plan", "plan_id", "status"),
+    )
+
+
+class SubscriptionPeriod(Model):
+    """One period of a subscription, invoiced: UNIQUE(subscription, period start) makes each period one invoice
+    however many schedulers tick at once (as RecurringPeriod)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    invoice: Mapped[Invoice] = relationship()
+
+    __table_args__ = (UniqueConstraint("subscription_id", "period_start"),)
+
+
+class SubscriptionChange(Model):
+    """A plan or seat change asked by a contact or staff: from/to, when it takes effect, and the proration it
+    made (credit for the unused part at the old price, charge for the rest at the new one, in minor units), with
+    the invoice that charged the difference or the credit kept. `request_key` makes a resubmitted form one change."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # upgrade, downgrade, quantity, migration
+    from_price_id: Mapped[int] = mapped_column(ForeignKey("plan_price.id"))
+    to_price_id: Mapped[int] = mapped_column(ForeignKey("plan_price.id"))
+    from_quantity: Mapped[int] = mapped_column(Integer)
+    to_quantity: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12), default="applied")  # applied, scheduled, canceled
+    effective_on: Mapped[date] = mapped_column(Date)
+    credit: Mapped[int] = mapped_column(BigInteger, default=0)  # unused part at the old price (>= 0)
+    charge: Mapped[int] = mapped_column(BigInteger, default=0)  # rest of the period at the new price (>= 0)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"))  # the difference, invoiced
+    request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    actor_type: Mapped[str] = mapped_column(String(10))  # user, contact, system
+    actor_label: Mapped[str] = mapped_column(String(254), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CreditEntry(Model):
+    """A client's credit balance per currency as a ledger: a positive entry when a plan change leaves a net
+    credit (or staff grant one), a negative one when an invoice uses it. Balance = SUM(amount) per (client,
+    currency), never below zero. UNIQUE(invoice, reason): an invoice uses credit once."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(20))  # proration, applied, granted, refunded
+    description: Mapped[str] = mapped_column(String(300), default="")
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscription.id"))
+    change_id: Mapped[int | None] = mapped_column(ForeignKey("subscription_change.id"))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        UniqueConstraint("invoice_id", "reason"),
+        Index("ix_credit_entry_client", "client_id", "currency"),
+    )
