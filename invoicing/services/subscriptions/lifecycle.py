@@ -441,13 +441,15 @@ def renew_due(*, now: datetime, site: Site, organization_id: int | None = None) 
                 report.ended += 1
                 break
             report.invoiced += 1
+            if done == "invoiced":  # the next period is not due yet: no need to look again
+                break
     report.past_due = mark_past_due(now=now, organization_id=organization_id)
     return report
 
 
 def renew_one(subscription_id: int, *, now: datetime, site: Site) -> str | None:
-    """The subscription's next period if its time has come: "invoiced", "ended", or None (nothing to do, or
-    another scheduler holds it or made this period)."""
+    """The subscription's next period if its time has come: "invoiced", "invoiced_more" (the period after is
+    due too: a catch-up), "ended", or None (nothing to do, or another scheduler holds it or made this period)."""
     try:
         with atomic():
             subscription = lock(subscription_id, None, skip_locked=True)
@@ -464,10 +466,11 @@ def renew_one(subscription_id: int, *, now: datetime, site: Site) -> str | None:
                 _cancel_now(subscription, reason="the client is archived", actor=ACTOR, now=now, site=site)
                 return "ended"
             _renew(subscription, start, now=now, site=site)
+            more = moment(organization, subscription.current_period_end) <= now
     except IntegrityError:  # another process invoiced this very period a moment ago: done, once
         log.info("subscription %s: period already invoiced by another process", subscription_id)
         return None
-    return "invoiced"
+    return "invoiced_more" if more else "invoiced"
 
 
 def _renew(subscription: Subscription, start: date, *, now: datetime, site: Site) -> None:
