@@ -405,5 +405,12 @@ def test_staff_migrate_a_subscriber_to_a_new_price_from_the_period_end(world):
 
 def test_the_public_sign_up_sends_its_own_welcome(world):
     plan = make_plan(world.org_a, "Care", prices=(("USD", 5000, "month", 1),), trial_days=7)
-    subscribe(world.client_a, plan.prices[0], now=utc(2026, 3, 1, 15), signup_key="form-9")
+    contact = world.client_a.contacts[0]
+    lifecycle.create_subscription(world.org_a.id, client_id=world.client_a.id, price_id=plan.prices[0].id,
+                                  contact_id=contact.id, signup_key="form-9", actor=Actor.contact(contact),
+                                  now=utc(2026, 3, 1, 15), site=site())
     assert emails("subscription") == []  # signup.py queues the welcome with its sign-in link
+    lifecycle.create_subscription(world.org_a.id, client_id=world.client_a.id, price_id=plan.prices[0].id,
+                                  signup_key="staff:form-10", actor=Actor.user(world.alice),
+                                  now=utc(2026, 3, 1, 15), site=site())
+    assert [e.subject for e in emails("subscription")] == ["Your subscription to Care"]  # staff's: confirmed
