@@ -20,7 +20,7 @@ A provider that times out or answers 5xx leaves the attempt `pending` and the in
 decided on an unknown outcome. `settle_pending` (the reconcile job, and this job) replays the very same request
 (same key, same parameters) later: the provider answers with the first outcome (Stripe keeps keys 24 hours),
 so a crash between the call and the commit never charges twice. An attempt still unknown after REPLAY_WINDOW
-is left for staff (reported), never replayed with a key the provider may have forgotten.
+becomes `unknown` (on the timeline, for staff), never replayed with a key the provider may have forgotten.
 
 The provider's webhooks for these charges (payment_intent.succeeded / .payment_failed carrying
 `autopay_key` in metadata) go through the same `record_outcome` from the inbox.
@@ -79,6 +79,7 @@ from invoicing.services.site import Site
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "autopay:"
+OPEN_ATTEMPT = ("pending", "unknown", "processing")  # an answer can still be recorded
 PAGE = 200  # invoices claimed per query of a sweep
 CHECKOUT_WAIT = timedelta(hours=1)  # a checkout in progress: look again in an hour
 PENDING_GRACE = timedelta(minutes=2)  # an attempt pending this long lost its worker (crash) or its answer
@@ -214,7 +215,7 @@ def record_outcome(attempt_id: int, result: ChargeResult, *, now: datetime, gate
     attempt = db.session.get(ChargeAttempt, attempt_id)
     assert attempt is not None
     payment: Payment | None = None
-    if result.status in ("succeeded", "processing") and attempt.status in ("pending", "processing"):
+    if result.status in ("succeeded", "processing") and attempt.status in OPEN_ATTEMPT:
         payment = apply_payment(
             attempt.invoice_id, amount=attempt.amount, currency=attempt.currency, method=gateway.method,
             status=result.status, actor=ACTOR, now=now, observed_at=now, payment_intent_id=result.payment_intent_id,
@@ -224,7 +225,8 @@ def record_outcome(attempt_id: int, result: ChargeResult, *, now: datetime, gate
         attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
         state = db.session.get(InvoiceAutopay, invoice.id, populate_existing=True)
         assert attempt is not None and state is not None
-        if attempt.status != "pending" and not (attempt.status == "processing" and result.status != "processing"):
+        if attempt.status not in ("pending", "unknown") and not (attempt.status == "processing"
+                                                                 and result.status != "processing"):
             return attempt.status  # recorded before (the webhook and the job both heard it)
         attempt.payment_intent_id = result.payment_intent_id or attempt.payment_intent_id
         if result.status in ("succeeded", "processing"):
@@ -387,9 +389,7 @@ def settle_pending(*, now: datetime, gateway: Gateway, site: Site, report: Charg
     settled = 0
     for attempt_id, created_at in rows:
         if created_at < now - REPLAY_WINDOW:
-            if report is not None:
-                report.errors.append(f"attempt {attempt_id}: outcome unknown for over {REPLAY_WINDOW}; check it "
-                                     "at the provider")
+            _give_up_replaying(attempt_id, now=now)
             continue
         try:
             result = _call(attempt_id, gateway=gateway)
@@ -402,6 +402,23 @@ def settle_pending(*, now: datetime, gateway: Gateway, site: Site, report: Charg
                 report.errors.append(f"attempt {attempt_id}: {exc.__class__.__name__}: {exc}")
             log.exception("autopay: settling attempt %s", attempt_id)
     return settled
+
+
+def _give_up_replaying(attempt_id: int, *, now: datetime) -> None:
+    """An attempt whose outcome is still unknown after REPLAY_WINDOW: the provider may have forgotten its key, so
+    a replay could charge again. It becomes `unknown` (never replayed; its webhook, or staff at the provider,
+    settle it: `record_outcome` still takes its answer) and the invoice's timeline says so."""
+    with atomic():
+        attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
+        assert attempt is not None
+        invoice = lock_invoice(attempt.invoice_id)
+        db.session.refresh(attempt)
+        if attempt.status != "pending":
+            return
+        attempt.status = "unknown"
+        record("autopay.outcome_unknown", invoice, actor=ACTOR, now=now, details={
+            "attempt": attempt.attempt_number, "amount": attempt.amount, "currency": attempt.currency,
+            "idempotency_key": attempt.idempotency_key})
 
 
 def is_autopay(metadata: Mapping[str, str]) -> bool:
