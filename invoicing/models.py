@@ -676,6 +676,7 @@ class InvoiceAutopay(Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     payment_method: Mapped[PaymentMethod | None] = relationship()
+    invoice: Mapped[Invoice] = relationship()
 
     __table_args__ = (
         CheckConstraint("status IN ('scheduled', 'processing', 'succeeded', 'failed', 'cancelled')", name="status"),
