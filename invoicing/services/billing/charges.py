@@ -72,7 +72,7 @@ from invoicing.services.billing.autopay import (
 )
 from invoicing.services.checkout import _recipient, after_payment, queue_email
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.payments import apply_payment
+from invoicing.services.payments import apply_payment, record_method
 from invoicing.services.portal.cards import expiry_state
 from invoicing.services.site import Site
 
@@ -220,6 +220,8 @@ def record_outcome(attempt_id: int, result: ChargeResult, *, now: datetime, gate
             attempt.invoice_id, amount=attempt.amount, currency=attempt.currency, method=gateway.method,
             status=result.status, actor=ACTOR, now=now, observed_at=now, payment_intent_id=result.payment_intent_id,
             charge_id=result.charge_id, idempotency_key=attempt.idempotency_key).payment
+        if result.method is not None:  # the answer said which card: the receipt needs no second provider call
+            record_method(payment.id, result.method)
     with atomic():
         invoice = lock_invoice(attempt.invoice_id)
         attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
