@@ -83,6 +83,7 @@ OPEN_ATTEMPT = ("pending", "unknown", "processing")  # an answer can still be re
 PAGE = 200  # invoices claimed per query of a sweep
 CHECKOUT_WAIT = timedelta(hours=1)  # a checkout in progress: look again in an hour
 PENDING_GRACE = timedelta(minutes=2)  # an attempt pending this long lost its worker (crash) or its answer
+MIN_GAP = timedelta(days=1)  # between two tries of one invoice, whatever the schedule says after downtime
 REPLAY_WINDOW = timedelta(hours=23)  # Stripe keeps an idempotency key at least 24 hours
 # Stripe's "never retry without a new card" list and the declines whose next step is another card, plus what a
 # provider refuses outright (the card is gone, the amount cannot be taken): no retry can succeed.
@@ -269,7 +270,8 @@ def _record_failure(invoice: Invoice, state: InvoiceAutopay, attempt: ChargeAtte
     state.last_failure_code, state.last_failure_message, state.updated_at = code[:100], result.failure_message, now
     retry = kind == "soft" and number < MAX_ATTEMPTS
     if retry:
-        attempt.next_retry_at = state.first_failed_at + timedelta(days=RETRY_DAYS[number - 1])
+        # 3, 7 and 14 days after the first failure; after downtime, never two tries within a day (no burst).
+        attempt.next_retry_at = max(state.first_failed_at + timedelta(days=RETRY_DAYS[number - 1]), now + MIN_GAP)
         state.status, state.next_charge_at = "scheduled", attempt.next_retry_at
     else:
         state.status, state.next_charge_at = "failed", None
