@@ -41,7 +41,7 @@ from sqlalchemy import and_, exists, select
 
 from invoicing.extensions import db
 from invoicing.gateways import current_gateway
-from invoicing.gateways.base import ChargeResult, Gateway, GatewayError, PaymentIntentInfo
+from invoicing.gateways.base import ChargeResult, Gateway, GatewayError, MethodDetails, PaymentIntentInfo
 from invoicing.jobs import register
 from invoicing.models import (
     ChargeAttempt,
@@ -72,7 +72,7 @@ from invoicing.services.billing.autopay import (
 )
 from invoicing.services.checkout import _recipient, after_payment, queue_email
 from invoicing.services.db import atomic, lock_invoice
-from invoicing.services.payments import apply_payment, record_method
+from invoicing.services.payments import apply_payment
 from invoicing.services.portal.cards import expiry_state
 from invoicing.services.site import Site
 
@@ -216,30 +216,49 @@ def record_outcome(attempt_id: int, result: ChargeResult, *, now: datetime, gate
     attempt = db.session.get(ChargeAttempt, attempt_id)
     assert attempt is not None
     payment: Payment | None = None
+    status: str | None = None
     if result.status in ("succeeded", "processing") and attempt.status in OPEN_ATTEMPT:
+        def settle(new: Payment) -> None:  # the door's own transaction, invoice locked: a new payment
+            nonlocal status
+            if result.method is not None:  # the answer said which card: the receipt needs no second provider call
+                _note_method(new, result.method)
+            status = _settle_locked(new.invoice, attempt_id, result, now=now, site=site, payment=new)
+
         payment = apply_payment(
             attempt.invoice_id, amount=attempt.amount, currency=attempt.currency, method=gateway.method,
             status=result.status, actor=ACTOR, now=now, observed_at=now, payment_intent_id=result.payment_intent_id,
-            charge_id=result.charge_id, idempotency_key=attempt.idempotency_key).payment
-        if result.method is not None:  # the answer said which card: the receipt needs no second provider call
-            record_method(payment.id, result.method)
-    with atomic():
-        invoice = lock_invoice(attempt.invoice_id)
-        attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
-        state = db.session.get(InvoiceAutopay, invoice.id, populate_existing=True)
-        assert attempt is not None and state is not None
-        if attempt.status not in ("pending", "unknown") and not (attempt.status == "processing"
-                                                                 and result.status != "processing"):
-            return attempt.status  # recorded before (the webhook and the job both heard it)
-        attempt.payment_intent_id = result.payment_intent_id or attempt.payment_intent_id
-        if result.status in ("succeeded", "processing"):
-            _record_success(invoice, state, attempt, result, payment, now=now)
-        else:
-            _record_failure(invoice, state, attempt, result, now=now, site=site)
-        status = attempt.status
+            charge_id=result.charge_id, idempotency_key=attempt.idempotency_key, then=settle).payment
+    if status is None:  # a decline, or a payment the webhook had recorded first
+        with atomic():
+            status = _settle_locked(lock_invoice(attempt.invoice_id), attempt_id, result, now=now, site=site,
+                                    payment=payment)
     if payment is not None and status == "succeeded":
         after_payment(payment.id, gateway=gateway, site=site, now=now)  # receipt, card details, stale checkouts
     return status
+
+
+def _note_method(payment: Payment, method: MethodDetails) -> None:
+    """payments.record_method's values, on the new payment in the door's transaction (no transaction of its own)."""
+    payment.method_type, payment.method_brand = method.type, method.brand or None
+    payment.method_last4, payment.method_wallet = method.last4 or None, method.wallet or None
+    payment.method_bank = method.bank_name or None
+
+
+def _settle_locked(invoice: Invoice, attempt_id: int, result: ChargeResult, *, now: datetime, site: Site,
+                   payment: Payment | None) -> str:
+    """Record the answer on the attempt and the invoice's autopay, once (the caller holds the invoice lock)."""
+    attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
+    state = db.session.get(InvoiceAutopay, invoice.id, populate_existing=True)
+    assert attempt is not None and state is not None
+    if attempt.status not in ("pending", "unknown") and not (attempt.status == "processing"
+                                                             and result.status != "processing"):
+        return attempt.status  # recorded before (the webhook and the job both heard it)
+    attempt.payment_intent_id = result.payment_intent_id or attempt.payment_intent_id
+    if result.status in ("succeeded", "processing"):
+        _record_success(invoice, state, attempt, result, payment, now=now)
+    else:
+        _record_failure(invoice, state, attempt, result, now=now, site=site)
+    return attempt.status
 
 
 def _record_success(invoice: Invoice, state: InvoiceAutopay, attempt: ChargeAttempt, result: ChargeResult,
