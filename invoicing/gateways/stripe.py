@@ -87,7 +87,10 @@ def _errors() -> Iterator[None]:
     except stripe.CardError as exc:
         error = exc.error
         code = (error.decline_code if error else None) or exc.code or "card_declined"
-        raise CardDeclined(exc.user_message or "The card was declined.", code=code) from None
+        intent = error.payment_intent if error else None
+        raise CardDeclined(exc.user_message or "The card was declined.", code=code,
+                           advice_code=getattr(error, "advice_code", None) if error else None,
+                           payment_intent_id=getattr(intent, "id", None) if intent else None) from None
     except stripe.IdempotencyError as exc:
         retryable = exc.http_status == 409  # a concurrent request with the same key is still in flight
         log.warning("stripe idempotency error: %s", exc.user_message)
@@ -212,6 +215,7 @@ class StripeGateway(Gateway):
         params: dict[str, Any] = {
             "amount": to_stripe(amount, currency), "currency": currency.lower(), "customer": customer_id,
             "payment_method": payment_method_id, "off_session": True, "confirm": True, "metadata": dict(metadata),
+            "expand": ["latest_charge"],  # the card's brand and last 4 come with the answer: no second call
         }
         try:
             with _errors():
@@ -219,13 +223,14 @@ class StripeGateway(Gateway):
                     params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
         except CardDeclined as exc:
             status = "requires_action" if exc.code == "authentication_required" else "failed"
-            return ChargeResult(payment_intent_id=None, status=status, amount=amount, currency=currency,
-                                failure_code=exc.code, failure_message=exc.message)
+            return ChargeResult(payment_intent_id=exc.payment_intent_id, status=status, amount=amount,
+                                currency=currency, failure_code=exc.code, failure_message=exc.message,
+                                advice_code=exc.advice_code)
         info = payment_intent_from(intent.to_dict(), _to_minor)
         status = info.status if info.status in ("succeeded", "processing", "requires_action") else "failed"
         return ChargeResult(payment_intent_id=info.id, status=status, amount=amount, currency=currency,
                             charge_id=info.charge_id, failure_code=info.failure_code,
-                            failure_message=info.failure_message)
+                            failure_message=info.failure_message, method=info.method)
 
     def parse_event(self, raw: bytes, signature: str | None) -> Event:
         if not signature:
