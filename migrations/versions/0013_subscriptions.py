@@ -7,7 +7,7 @@
 - credit_entry: a client's credit balance per currency, as a ledger.
 
 Revision ID: 0013_subscriptions
-Revises: 0012_scheduler
+Revises: 0013_autopay
 Create Date: 2026-12-01 19:50:26.261930
 
 """
@@ -18,7 +18,7 @@ import invoicing.models  # noqa: F401  (custom column types)
 
 # revision identifiers, used by Alembic.
 revision = '0013_subscriptions'
-down_revision = '0012_scheduler'
+down_revision = '0013_autopay'
 branch_labels = None
 depends_on = None
 
@@ -176,9 +176,21 @@ def upgrade():
     with op.batch_alter_table('credit_entry', schema=None) as batch_op:
         batch_op.create_index('ix_credit_entry_client', ['client_id', 'currency'], unique=False)
 
+    with op.batch_alter_table('subscription_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_subscription_change_invoice_id'), ['invoice_id'], unique=False)
+
+    # A plain ADD COLUMN (SQLite too): a batch copy of organization would break the rows that reference it.
+    op.add_column('organization', sa.Column('subscription_unpaid', sa.String(length=12), server_default='cancel',
+                                            nullable=False))
+
 
 
 def downgrade():
+    op.execute('ALTER TABLE organization DROP COLUMN subscription_unpaid')  # SQLite 3.35+ and PostgreSQL
+
+    with op.batch_alter_table('subscription_change', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_subscription_change_invoice_id'))
+
     with op.batch_alter_table('credit_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_credit_entry_client')
 
