@@ -6,20 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, IntegerField, RadioField, StringField
+from wtforms import BooleanField, EmailField, HiddenField, RadioField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, NumberRange, Optional
+from wtforms.validators import Length, Optional
 
 from invoicing.models import Plan
 from invoicing.services.subscriptions import signup
 
 
 class SignupForm(FlaskForm):
-    name = StringField("Your name", validators=[Length(max=200)])
-    company = StringField("Company (optional)", validators=[Length(max=200)])
-    email = EmailField("Email", validators=[Length(max=254)])
+    name = StringField("Your name", render_kw={"maxlength": 200})  # lengths: the service's messages
+    company = StringField("Company (optional)", render_kw={"maxlength": 200})
+    email = EmailField("Email", render_kw={"maxlength": 254})
     price_id = RadioField("Price", coerce=int, validate_choice=False, validators=[Optional()])
-    quantity = IntegerField("Seats", default=1, validators=[Optional(), NumberRange(min=1, max=signup.MAX_SEATS)])
+    quantity = StringField("Seats", default="1", render_kw={"inputmode": "numeric"})  # checked by the service
     agree = BooleanField("I agree to these recurring charges")
     text_version = HiddenField(validators=[Length(max=40)])
     signup_key = HiddenField(validators=[Length(max=64)])
@@ -36,7 +36,7 @@ class SignupForm(FlaskForm):
     def signup_data(self) -> signup.SignupData:
         return signup.SignupData(name=self.name.data or "", company=self.company.data or "",
                                  email=self.email.data or "", price_id=self.price_id.data,
-                                 quantity=self.quantity.data, agree=bool(self.agree.data),
+                                 quantity=_number(self.quantity.data), agree=bool(self.agree.data),
                                  text_version=self.text_version.data or "")
 
     def add_errors(self, errors: dict[str, str]) -> None:
@@ -46,3 +46,9 @@ class SignupForm(FlaskForm):
             else:
                 field = getattr(self, name)
                 field.errors = [*field.errors, message]
+
+
+def _number(text: str | None) -> int:
+    """Seats as typed: a whole number, else 0 (which the service refuses with its message)."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) < 10 else 0
