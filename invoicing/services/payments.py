@@ -74,7 +74,8 @@ def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
     if invoice.amount_paid >= invoice.total:
         if invoice.status != "paid":
             invoice.paid_at = now
-        invoice.status = "paid"
+            invoice.status = "paid"
+            _subscription_paid(invoice, now=now)
     elif any(p.status == "processing" for p in payments):
         invoice.status = "processing"
         invoice.paid_at = None
@@ -84,6 +85,13 @@ def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
 
 
 COUNTED = ("succeeded", "partially_refunded", "refunded")
+
+
+def _subscription_paid(invoice: Invoice, *, now: datetime) -> None:
+    """An invoice just became paid: its subscription, if past_due, is active again (under this invoice lock)."""
+    from invoicing.services.subscriptions.lifecycle import on_invoice_paid  # subscriptions import this module
+
+    on_invoice_paid(invoice, now=now)
 
 
 def apply_payment(
@@ -207,7 +215,15 @@ def _create(invoice: Invoice, *, amount: int, method: str, status: str, actor: A
     if payment.overpayment:
         _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
         _flag(invoice, payment, excess=amount - due, void=invoice_status == "void", now=now)
+    _autopay_hook(invoice, payment, now=now)
     return payment
+
+
+def _autopay_hook(invoice: Invoice, payment: Payment, *, now: datetime) -> None:
+    """Money by another channel cancels the invoice's scheduled autopay (under this invoice lock)."""
+    from invoicing.services.billing.autopay import after_payment_recorded  # autopay imports this module
+
+    after_payment_recorded(invoice, idempotency_key=payment.idempotency_key, status=payment.status, now=now)
 
 
 def apply_group_payment(
@@ -366,6 +382,7 @@ def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, n
     if status == "succeeded" and payment.overpayment:
         _flag_overpayment(invoice, payment, excess=payment.amount - due, actor=actor, now=now)
         _flag(invoice, payment, excess=payment.amount - due, void=invoice_status == "void", now=now)
+    _autopay_hook(invoice, payment, now=now)
 
 
 def _details(payment: Payment) -> dict[str, object]:

@@ -8,7 +8,7 @@
 - subscription_signup: a public sign-up from its form (UNIQUE token: a resubmit makes one) to its subscription.
 
 Revision ID: 0013_subscriptions
-Revises: 0012_scheduler
+Revises: 0013_autopay
 Create Date: 2026-12-01 19:50:26.261930
 
 """
@@ -19,7 +19,7 @@ import invoicing.models  # noqa: F401  (custom column types)
 
 # revision identifiers, used by Alembic.
 revision = '0013_subscriptions'
-down_revision = '0012_scheduler'
+down_revision = '0013_autopay'
 branch_labels = None
 depends_on = None
 
@@ -177,11 +177,24 @@ def upgrade():
     with op.batch_alter_table('credit_entry', schema=None) as batch_op:
         batch_op.create_index('ix_credit_entry_client', ['client_id', 'currency'], unique=False)
 
+    with op.batch_alter_table('subscription_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_subscription_change_invoice_id'), ['invoice_id'], unique=False)
+
+    with op.batch_alter_table('organization', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('subscription_unpaid', sa.String(length=12), server_default='cancel',
+                                      nullable=False))
+
     _upgrade_signup()
 
 
 def downgrade():
     _downgrade_signup()
+    with op.batch_alter_table('organization', schema=None) as batch_op:
+        batch_op.drop_column('subscription_unpaid')
+
+    with op.batch_alter_table('subscription_change', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_subscription_change_invoice_id'))
+
     with op.batch_alter_table('credit_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_credit_entry_client')
 
