@@ -8,7 +8,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, NumberRange, Optional
 
 from invoicing.models import PlanPrice, Subscription
-from invoicing.services.subscriptions import selfservice
+from invoicing.services.subscriptions.core import MAX_SEATS
 from invoicing.services.subscriptions.signup import price_label
 
 
@@ -19,7 +19,7 @@ class ChangeForm(FlaskForm):
         csrf = False
 
     price_id = RadioField("Plan", coerce=int, validate_choice=False, validators=[Optional()])
-    quantity = IntegerField("Seats", validators=[Optional(), NumberRange(min=1, max=selfservice.MAX_SEATS)])
+    quantity = IntegerField("Seats", validators=[Optional(), NumberRange(min=1, max=MAX_SEATS)])
 
     def offer(self, subscription: Subscription, prices: list[PlanPrice]) -> ChangeForm:
         self.price_id.choices = [SelectChoice(p.id, f"{p.plan.name}: {price_label(p)}") for p in prices]

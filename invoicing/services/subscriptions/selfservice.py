@@ -18,11 +18,13 @@ from invoicing.models import Contact, Invoice, Plan, PlanPrice, Subscription, Su
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor
 from invoicing.services.site import Site
+from invoicing.services.subscriptions.changes import ChangePreview, change_subscription, preview_change
+from invoicing.services.subscriptions.core import MAX_SEATS
+from invoicing.services.subscriptions.lifecycle import cancel_subscription, next_invoice_preview, undo_cancel
 from invoicing.services.subscriptions.signup import price_label, tax_label
 
 LIVE = ("trialing", "active", "past_due", "paused")  # not ended: the contact may act on it
 CHANGEABLE = ("trialing", "active", "past_due")
-MAX_SEATS = 1000
 PAST_INVOICES = 24
 
 
@@ -68,8 +70,6 @@ class SubscriptionView:
 
 
 def subscription_view(subscription: Subscription, *, now: datetime) -> SubscriptionView:
-    from invoicing.services.subscriptions.lifecycle import next_invoice_preview
-
     upcoming = None
     if subscription.status in CHANGEABLE and not subscription.cancel_at_period_end:
         upcoming = next_invoice_preview(subscription, now=now)
@@ -121,17 +121,15 @@ def _change_values(subscription: Subscription, price_id: int | None, quantity: i
     if not price.plan.per_seat:
         seats = 1
     elif not 1 <= seats <= MAX_SEATS:
-        raise DomainError(f"Choose between 1 and {MAX_SEATS} seats.")
+        raise DomainError(f"Choose between 1 and {MAX_SEATS:,} seats.")
     if price.id == subscription.price_id and seats == subscription.quantity:
         raise DomainError("That is your current plan: choose another plan or another number of seats.")
     return price.id, seats
 
 
 def preview(contact: Contact, public_id: str, *, price_id: int | None, quantity: int | None,
-            now: datetime) -> tuple[Subscription, object]:
+            now: datetime) -> tuple[Subscription, ChangePreview]:
     """What the change would cost (subs-core's ChangePreview), before the contact confirms."""
-    from invoicing.services.subscriptions.changes import preview_change
-
     subscription = client_subscription(contact.client_id, public_id)
     target, seats = _change_values(subscription, price_id, quantity)
     return subscription, preview_change(subscription.id, contact.organization_id, price_id=target, quantity=seats,
@@ -141,8 +139,6 @@ def preview(contact: Contact, public_id: str, *, price_id: int | None, quantity:
 def change(contact: Contact, public_id: str, *, price_id: int | None, quantity: int | None, request_key: str,
            site: Site, now: datetime) -> SubscriptionChange:
     """The confirmed change: made once per confirm form (request_key)."""
-    from invoicing.services.subscriptions.changes import change_subscription
-
     subscription = client_subscription(contact.client_id, public_id)
     target, seats = _change_values(subscription, price_id, quantity)
     return change_subscription(subscription.id, contact.organization_id, price_id=target, quantity=seats,
@@ -151,8 +147,6 @@ def change(contact: Contact, public_id: str, *, price_id: int | None, quantity: 
 
 def cancel(contact: Contact, public_id: str, *, reason: str, site: Site, now: datetime) -> Subscription:
     """Cancel at the end of the period (a contact never cancels now: that is staff's, with a refund)."""
-    from invoicing.services.subscriptions.lifecycle import cancel_subscription
-
     subscription = client_subscription(contact.client_id, public_id)
     if subscription.status not in CHANGEABLE:
         raise DomainError("This subscription cannot be cancelled from here any more.")
@@ -165,8 +159,6 @@ def cancel(contact: Contact, public_id: str, *, reason: str, site: Site, now: da
 
 def resume(contact: Contact, public_id: str, *, site: Site, now: datetime) -> Subscription:
     """Undo a cancellation at period end, until the period ends."""
-    from invoicing.services.subscriptions.lifecycle import undo_cancel
-
     subscription = client_subscription(contact.client_id, public_id)
     if not subscription.cancel_at_period_end:
         return subscription  # not cancelled (a second click)

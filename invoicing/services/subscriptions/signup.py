@@ -56,6 +56,8 @@ from invoicing.services.portal.auth import add_magic_link
 from invoicing.services.portal.autopay import lock_client
 from invoicing.services.portal.staff import INVITATION_TTL
 from invoicing.services.site import Site
+from invoicing.services.subscriptions import core
+from invoicing.services.subscriptions.lifecycle import create_subscription, next_invoice_preview
 from invoicing.services.users import normalize_email
 
 # Versioned like the autopay terms: a new wording gets a new key, and every stored consent keeps its own text.
@@ -70,7 +72,7 @@ CONSENT_TEXTS = {
     ),
 }
 CONSENT_MODE = "on_issue"  # a subscription invoice is charged as soon as it is issued
-MAX_SEATS = 1000
+MAX_SEATS = core.MAX_SEATS
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{20,64}")
 WELCOME_KIND = "subscription_welcome"  # outbox kind; its body holds a sign-in link, like portal_sign_in
 WELCOME_TTL = INVITATION_TTL  # the welcome's sign-in link: the person may read it days later
@@ -218,7 +220,7 @@ def _clean(plan: Plan, data: SignupData) -> _Clean:
     if not plan.per_seat:
         quantity = 1
     elif not 1 <= quantity <= MAX_SEATS:
-        errors["quantity"] = f"Choose between 1 and {MAX_SEATS} seats."
+        errors["quantity"] = f"Choose between 1 and {MAX_SEATS:,} seats."
     if data.text_version != CONSENT_VERSION:
         errors["agree"] = "The terms have changed since this page was opened. Please read them again."
     elif not data.agree:
@@ -316,8 +318,6 @@ def finish_signup(signup_key: str, session_id: str, *, gateway: Gateway, site: S
     consent, subscribe (subs-core; the token as signup_key: one subscription however often this runs), then
     mark the sign-up done and queue the welcome email once. GatewayError when the provider cannot be asked
     now (the page asks to reload); NotFound for a setup session of another sign-up."""
-    from invoicing.services.subscriptions.lifecycle import create_subscription
-
     signup = signup_by_key(signup_key)
     if signup.status == "done":
         return SignupOutcome("done", signup)
@@ -399,8 +399,6 @@ class SignupView:
 
 
 def signup_view(signup: SubscriptionSignup, *, now: datetime) -> SignupView:
-    from invoicing.services.subscriptions.lifecycle import next_invoice_preview
-
     subscription = signup.subscription
     upcoming = None
     if subscription is not None and subscription.status in ("trialing", "active", "past_due"):
