@@ -140,9 +140,15 @@ def change(contact: Contact, public_id: str, *, price_id: int | None, quantity: 
            site: Site, now: datetime) -> SubscriptionChange:
     """The confirmed change: made once per confirm form (request_key)."""
     subscription = client_subscription(contact.client_id, public_id)
+    key = request_key[:64] or None
+    made = db.session.execute(select(SubscriptionChange).where(
+        SubscriptionChange.request_key == key, SubscriptionChange.subscription_id == subscription.id)
+    ).scalar_one_or_none() if key else None
+    if made is not None:
+        return made  # this confirm form was sent before: that change
     target, seats = _change_values(subscription, price_id, quantity)
     return change_subscription(subscription.id, contact.organization_id, price_id=target, quantity=seats,
-                               request_key=request_key[:64] or None, actor=Actor.contact(contact), now=now, site=site)
+                               request_key=key, actor=Actor.contact(contact), now=now, site=site)
 
 
 def cancel(contact: Contact, public_id: str, *, reason: str, site: Site, now: datetime) -> Subscription:
