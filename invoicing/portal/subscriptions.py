@@ -116,3 +116,13 @@ def subscription_resume(public_id: str) -> Response:
     selfservice.resume(current_contact(), public_id, site=_site(), now=_now())
     flash("Your subscription is resumed: it renews as before.", "success")
     return _detail(public_id)
+
+
+@bp.post("/subscriptions/<public_id>/keep")
+@contact_required
+def subscription_keep(public_id: str) -> Response:
+    if not CancelForm().validate_on_submit():  # the CSRF token
+        abort(400)
+    kept = selfservice.keep_current(current_contact(), public_id, site=_site(), now=_now())
+    flash(f"The scheduled change is dropped: you keep {kept.plan.name}.", "success")
+    return _detail(public_id)

@@ -40,6 +40,7 @@ def test_another_companys_subscription_is_not_found(client, world: World, setup:
                                                "request_key": "k" * 24}).status_code == 404
     assert client.post(f"{base}/cancel").status_code == 404
     assert client.post(f"{base}/resume").status_code == 404
+    assert client.post(f"{base}/keep").status_code == 404
     listing = client.get("/portal/subscriptions")
     assert listing.status_code == 200 and (sub.public_id in listing.text) == (who == "nobody_such")  # own company
     current = fresh(sub)

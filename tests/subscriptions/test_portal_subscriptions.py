@@ -164,6 +164,13 @@ def test_a_downgrade_is_scheduled_for_the_period_end(signed_in, plans, sub, time
     assert '<dd class="sub-pending">Changes to Basic ($10.00 per month) on Apr 10, 2026</dd>' in after
     current = fresh(sub)
     assert (current.price_id, current.pending_price_id) == (_price(plans, "pro"), _price(plans, "basic"))
+    for _ in range(2):  # changed their mind: keep Pro (twice: the second finds nothing scheduled)
+        assert signed_in.post(f"/portal/subscriptions/{sub.public_id}/keep").status_code == 303
+    assert "The scheduled change is dropped: you keep Pro." in signed_in.get(
+        f"/portal/subscriptions/{sub.public_id}").text
+    current = fresh(sub)
+    assert (current.price_id, current.pending_price_id) == (_price(plans, "pro"), None)
+    assert moves(sub).count("subscription.change_canceled") == 1
 
 
 def test_seats_change_on_a_per_seat_plan(client, world, plans) -> None:
@@ -233,6 +240,7 @@ def test_every_action_needs_its_csrf_token(app, signed_in, plans, sub) -> None:
                                                       "request_key": "k" * 24}).status_code == 400
         assert signed_in.post(f"{base}/cancel").status_code == 400
         assert signed_in.post(f"{base}/resume").status_code == 400
+        assert signed_in.post(f"{base}/keep").status_code == 400
     finally:
         app.config["WTF_CSRF_ENABLED"] = False
     current = fresh(sub)

@@ -65,9 +65,11 @@ def test_the_page_shows_the_plan_its_prices_trial_setup_fee_tax_and_the_terms(cl
     assert "14 days: nothing is charged until it ends" in page.text and "8.875% added to each invoice" in page.text
     assert 'name="quantity"' in page.text  # per seat: the seats field
     terms = signup.consent_text(world_plan := signup.public_plan("pro"))
-    assert terms.startswith("I authorize Org A to charge the card I save on the next page for my subscription to "
-                            "Pro, at the price and number of seats I chose above ($49.00 per seat per month; "
-                            "$490.00 per seat per year), plus 8.875% tax, and a one-time setup fee ($25.00)")
+    assert terms.startswith("I authorize Org A to charge the card I save on the next page, without asking each "
+                            "time, for each invoice Org A issues to my company, as soon as it is issued: the "
+                            "invoices of my subscription to Pro at the price and number of seats I chose above "
+                            "($49.00 per seat per month; $490.00 per seat per year), plus 8.875% tax, and a "
+                            "one-time setup fee ($25.00) on the first invoice")
     assert "the first one when the 14-day free trial ends" in terms and world_plan.slug == "pro"
     assert terms.replace("'", "&#39;") in page.text
     assert page.headers["Cache-Control"] == "no-store"

@@ -18,7 +18,12 @@ from invoicing.models import Contact, Invoice, Plan, PlanPrice, Subscription, Su
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor
 from invoicing.services.site import Site
-from invoicing.services.subscriptions.changes import ChangePreview, change_subscription, preview_change
+from invoicing.services.subscriptions.changes import (
+    ChangePreview,
+    cancel_pending_change,
+    change_subscription,
+    preview_change,
+)
 from invoicing.services.subscriptions.core import MAX_SEATS
 from invoicing.services.subscriptions.lifecycle import cancel_subscription, next_invoice_preview, undo_cancel
 from invoicing.services.subscriptions.signup import price_label, tax_label
@@ -179,3 +184,12 @@ def change_message(made: SubscriptionChange) -> str:
     if made.status == "scheduled":
         return f"Your change to {label} takes effect on {made.effective_on:%b %-d, %Y}."
     return f"Your subscription is now {label}."
+
+
+def keep_current(contact: Contact, public_id: str, *, site: Site, now: datetime) -> Subscription:
+    """Drop the change scheduled for the period's end (a downgrade): the current plan stays."""
+    subscription = client_subscription(contact.client_id, public_id)
+    if subscription.pending_price_id is None and subscription.pending_quantity is None:
+        return subscription  # nothing scheduled (a second click)
+    return cancel_pending_change(subscription.id, contact.organization_id, actor=Actor.contact(contact), now=now,
+                                 site=site)

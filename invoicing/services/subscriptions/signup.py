@@ -64,13 +64,15 @@ from invoicing.services.users import normalize_email
 CONSENT_VERSION = "subscription-2026-12"
 CONSENT_TEXTS = {
     "subscription-2026-12": (
-        "I authorize {organization} to charge the card I save on the next page for my subscription to {plan}, "
-        "at the price{seats} I chose above ({prices}){extras}, without asking each time. Each "
-        "invoice of the subscription is charged when it is issued{trial}, and a receipt is emailed for every "
-        "charge. This authorization stays in effect until the subscription is cancelled or autopay is turned off "
-        "in {organization}'s client portal."
+        "I authorize {organization} to charge the card I save on the next page, without asking each time, for "
+        "each invoice {organization} issues to my company, as soon as it is issued: the invoices of my "
+        "subscription to {plan} at the price{seats} I chose above ({prices}){extras}{trial}, and any other "
+        "invoice. A receipt is emailed for every charge. This authorization stays in effect until autopay is "
+        "turned off in {organization}'s client portal; cancelling the subscription ends its invoices."
     ),
 }
+# Autopay (services/billing/autopay.py) charges every invoice of a client whose autopay is on, not only the
+# subscription's: the terms say so.
 CONSENT_MODE = "on_issue"  # a subscription invoice is charged as soon as it is issued
 MAX_SEATS = core.MAX_SEATS
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{20,64}")
