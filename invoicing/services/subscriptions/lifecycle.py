@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
 from invoicing.jobs import register
 from invoicing.models import (
+    AuditEvent,
     Client,
     Contact,
     Invoice,
@@ -45,6 +45,7 @@ from invoicing.models import (
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor
+from invoicing.services.billing.autopay import AutopayOutcome, on_autopay_outcome
 from invoicing.services.db import atomic
 from invoicing.services.site import Site
 from invoicing.services.subscriptions import billing, notices
@@ -97,7 +98,8 @@ def create_subscription(organization_id: int, *, client_id: int, price_id: int, 
     """Put a client on a price. With a trial (None: the plan's trial days; 0: none) it is `trialing` and the
     first invoice comes at the trial's end; without, the first period's invoice is issued now (due at once and
     charged by autopay when `charge_now`, else due after the organization's payment terms). `signup_key` (the
-    sign-up form's token): the same key twice returns the same subscription."""
+    sign-up form's token): the same key twice returns the same subscription; with it, no "subscribed" email
+    (the sign-up page sends its own welcome)."""
     if signup_key is not None and (existing := _by_signup_key(signup_key, organization_id)) is not None:
         return existing
     try:
@@ -166,6 +168,8 @@ def _create(organization_id: int, *, client_id: int, price_id: int, quantity: in
                      f"{format_money(issued.invoice.total, issued.invoice.currency)}"))
         paragraphs = [f"Your subscription to {plan.name} has started. Your first invoice is on its way."]
     rows.append(("Renews on", notices.day(subscription.current_period_end)))
+    if signup_key is not None:  # the public sign-up sends its own welcome email (services/subscriptions/signup.py)
+        return subscription
     notices.notify(subscription, "created", subject=f"Your subscription to {plan.name}", paragraphs=paragraphs,
                    rows=rows, now=now, site=site)
     return subscription
@@ -440,13 +444,15 @@ def renew_due(*, now: datetime, site: Site, organization_id: int | None = None) 
                 report.ended += 1
                 break
             report.invoiced += 1
+            if done == "invoiced":  # the next period is not due yet: no need to look again
+                break
     report.past_due = mark_past_due(now=now, organization_id=organization_id)
     return report
 
 
 def renew_one(subscription_id: int, *, now: datetime, site: Site) -> str | None:
-    """The subscription's next period if its time has come: "invoiced", "ended", or None (nothing to do, or
-    another scheduler holds it or made this period)."""
+    """The subscription's next period if its time has come: "invoiced", "invoiced_more" (the period after is
+    due too: a catch-up), "ended", or None (nothing to do, or another scheduler holds it or made this period)."""
     try:
         with atomic():
             subscription = lock(subscription_id, None, skip_locked=True)
@@ -463,10 +469,11 @@ def renew_one(subscription_id: int, *, now: datetime, site: Site) -> str | None:
                 _cancel_now(subscription, reason="the client is archived", actor=ACTOR, now=now, site=site)
                 return "ended"
             _renew(subscription, start, now=now, site=site)
+            more = moment(organization, subscription.current_period_end) <= now
     except IntegrityError:  # another process invoiced this very period a moment ago: done, once
         log.info("subscription %s: period already invoiced by another process", subscription_id)
         return None
-    return "invoiced"
+    return "invoiced_more" if more else "invoiced"
 
 
 def _renew(subscription: Subscription, start: date, *, now: datetime, site: Site) -> None:
@@ -644,7 +651,8 @@ def _unpaid_overdue(subscription: Subscription, now: datetime, paid_id: int) -> 
         or_(Invoice.id.in_(periods), Invoice.id.in_(changes))).limit(1)))
 
 
-def on_charge_outcome(outcome: Any) -> None:
+@on_autopay_outcome
+def on_charge_outcome(outcome: AutopayOutcome) -> None:
     """Autopay's outcome listener (services/billing/autopay.on_autopay_outcome), in its transaction: a failed
     charge makes the subscription past_due; the ladder's final failure cancels it or leaves it unpaid (the
     organization's setting); a success makes it active again."""
@@ -654,7 +662,7 @@ def on_charge_outcome(outcome: Any) -> None:
     subscription = lock(subscription_id, None)
     if subscription is None or subscription.status in FINAL:
         return
-    now = _now()
+    now = _outcome_time(outcome.invoice_id)
     if outcome.status == "succeeded" and subscription.status == "past_due":
         move(subscription, "active", actor=ACTOR, now=now, invoice_id=outcome.invoice_id)
     elif outcome.status in ("retry_scheduled", "failed") and subscription.status in ("active", "trialing"):
@@ -665,7 +673,10 @@ def on_charge_outcome(outcome: Any) -> None:
                     site=Site.from_config(current_app.config))
 
 
-def _now() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)
+def _outcome_time(invoice_id: int) -> datetime:
+    """When autopay recorded this outcome: its newest audit row on the invoice, written in this very
+    transaction (the outcome carries no time; the job's `now` is the time of its run)."""
+    at = db.session.scalar(select(func.max(AuditEvent.created_at)).where(
+        AuditEvent.object_type == "invoice", AuditEvent.object_id == invoice_id,
+        AuditEvent.action.like("autopay.%")))
+    return at or datetime.now(UTC)
