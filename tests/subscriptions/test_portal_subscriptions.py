@@ -142,11 +142,11 @@ def test_an_upgrade_is_previewed_then_confirmed_once_and_emailed(signed_in, worl
     assert len(invoice_numbers) == 2  # the first period's and the upgrade's
 
     queued = emails("subscription")
-    assert [e.subject for e in queued][-1:] and all(e.to_addr == world.client_a.contacts[0].email for e in queued)
+    assert [e.subject for e in queued] == ["Your subscription to Basic", "Your Pro subscription: plan change confirmed"]
     report = mail.deliver_due(now=datetime.now(UTC))
-    assert report.sent >= len(queued)
-    subjects = [m["Subject"] for m in smtp.wait_for(report.sent)]
-    assert any("Pro" in subject for subject in subjects), subjects
+    assert report.sent == len(emails())
+    sent = [m for m in smtp.wait_for(report.sent) if m["Subject"] == "Your Pro subscription: plan change confirmed"]
+    assert len(sent) == 1 and sent[0]["To"] == world.client_a.contacts[0].email
     assert moves(sub).count("subscription.changed") == 1
 
 
@@ -171,6 +171,8 @@ def test_a_downgrade_is_scheduled_for_the_period_end(signed_in, plans, sub, time
     current = fresh(sub)
     assert (current.price_id, current.pending_price_id) == (_price(plans, "pro"), None)
     assert moves(sub).count("subscription.change_canceled") == 1
+    assert [e.subject for e in emails("subscription")][-2:] == ["Your Pro subscription: plan change confirmed",
+                                                                "Your Pro subscription stays as it is"]
 
 
 def test_seats_change_on_a_per_seat_plan(client, world, plans) -> None:
@@ -224,8 +226,9 @@ def test_cancel_at_period_end_then_resume(signed_in, world, sub, smtp) -> None:
         f"/portal/subscriptions/{sub.public_id}").text
     assert moves(sub).count("subscription.cancel_undone") == 1
 
-    kinds = [e.subject for e in emails("subscription")]
-    assert len(kinds) == 3, kinds  # started, cancelled, resumed: one each
+    subjects = [e.subject for e in emails("subscription")]
+    assert subjects == ["Your subscription to Basic", "Your Basic subscription ends on April 10, 2026",
+                        "Your Basic subscription continues"]  # started, then one per action
     report = mail.deliver_due(now=datetime.now(UTC))
     assert report.sent == len(emails())
     assert {m["To"] for m in smtp.wait_for(report.sent)} == {world.client_a.contacts[0].email}

@@ -26,7 +26,7 @@ from invoicing.models import (
     SubscriptionSignup,
 )
 from invoicing.services.subscriptions import signup
-from tests.conftest import NOW, World
+from tests.conftest import NOW, World, login, make_user
 from tests.pay.support import stripe_object
 from tests.portal.cards_support import local
 from tests.subscriptions.signup_support import (
@@ -378,3 +378,16 @@ def test_stripe_unreachable_on_return_asks_to_reload_then_finishes(client, world
     assert page.status_code == 503 and "Reload this page in a minute" in page.text
     assert count(Subscription) == 0 and count(PaymentMethod) == 0
     assert client.get(back).status_code == 303 and count(Subscription) == 1
+
+
+def test_only_admins_read_the_welcome_email_it_holds_a_sign_in_link(app, client, world: World) -> None:
+    make_plan(world.org_a)
+    started, back = _sign_up(client)
+    assert client.get(back).status_code == 303
+    welcome = db.session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "subscription_welcome")).one()
+    admin, staff = app.test_client(), app.test_client()
+    login(admin, world.alice)
+    login(staff, make_user(world.org_a, "sam@a.test", "staff"))
+    assert admin.get(f"/admin/outbox/{welcome.id}").status_code == 200
+    assert staff.get(f"/admin/outbox/{welcome.id}").status_code == 404
+    assert "You are subscribed to Pro" in staff.get("/admin/outbox").text  # listed, not readable
