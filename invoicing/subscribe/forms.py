@@ -28,7 +28,7 @@ class SignupForm(FlaskForm):
         super().__init__(*args, **kwargs)
         prices = signup.active_prices(plan)
         self.price_id.choices = [SelectChoice(p.id, signup.price_label(p)) for p in prices]
-        if self.price_id.data is None and len(prices) == 1:
+        if self.price_id.data is None and prices and not self.is_submitted():  # the first, ticked
             self.price_id.data = prices[0].id
         self.text_version.data = self.text_version.data or signup.CONSENT_VERSION
         self.signup_key.data = self.signup_key.data or signup.new_signup_key()
