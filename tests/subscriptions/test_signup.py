@@ -22,6 +22,7 @@ from invoicing.models import (
     Contact,
     OutboxEmail,
     PaymentMethod,
+    SandboxObject,
     Subscription,
     SubscriptionSignup,
 )
@@ -72,6 +73,16 @@ def test_the_page_shows_the_plan_its_prices_trial_setup_fee_tax_and_the_terms(cl
     assert "the first one when the 14-day free trial ends" in terms and world_plan.slug == "pro"
     assert terms.replace("'", "&#39;") in page.text
     assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_a_zero_decimal_currency_is_shown_and_signed_up_in_whole_units(client, world: World) -> None:
+    plan = make_plan(world.org_b, "tokyo", name="Tokyo", prices=(("JPY", 5000, "month", 1),), setup_fee=1000)
+    page = client.get("/subscribe/tokyo").text
+    assert "<strong>¥5,000 per month</strong>" in page and "+ ¥1,000 one-time setup fee" in page
+    assert submit(client, fill(client, "tokyo"), "tokyo").status_code == 303
+    started, = signups()
+    assert (started.client.currency, started.client.organization_id, started.price_id) == ("JPY", world.org_b.id,
+                                                                                           plan.prices[0].id)
 
 
 @pytest.mark.parametrize("kind", ["missing", "private", "archived", "archived_price_only", "archived_org"])
@@ -142,9 +153,16 @@ def test_the_form_needs_its_csrf_token(app, client, world: World) -> None:
         assert 'name="csrf_token"' in page.text
         response = submit(client, data)
         assert response.status_code == 400 and "The CSRF token is missing." in response.text
+        assert _writes() == (2, 3, 0, 0, 0, 0)
+        started = signup.start_signup("pro", signup.SignupData("Dana", "", "dana@x.test", int(data["price_id"]), 1,
+                                                               True, signup.CONSENT_VERSION),
+                                      signup_key=data["signup_key"], ip="", now=NOW)
+        assert client.post(f"/subscribe/signup/{started.signup_key}/card").status_code == 400
     finally:
         app.config["WTF_CSRF_ENABLED"] = False
-    assert _writes() == (2, 3, 0, 0, 0, 0)
+    assert _writes() == (3, 4, 1, 1, 0, 0)  # only the sign-up made through the service
+    assert count(SandboxObject) == 0  # no card page was opened at the provider
+    assert client.post("/subscribe/signup/" + "x" * 32 + "/card").status_code == 404
 
 
 def test_it_rate_limits_sign_ups_per_ip_and_per_email(app, client, world: World) -> None:
