@@ -16,6 +16,7 @@ from sqlalchemy import select
 from invoicing import mail
 from invoicing.extensions import db
 from invoicing.models import Subscription, SubscriptionChange
+from invoicing.services.db import atomic
 from invoicing.services.subscriptions import changes, lifecycle
 from tests.conftest import NOW, World, portal_login
 from tests.services.billing.helpers import emails, utc
@@ -84,6 +85,19 @@ def test_a_trial_shows_its_end_and_no_invoice_yet(client, world, plans) -> None:
     page = client.get(f"/portal/subscriptions/{sub.public_id}").text
     assert '<dd class="sub-trial-end">Mar 24, 2026</dd>' in page
     assert "No invoice yet: the first one is issued when the trial ends, on Mar 24, 2026." in page
+
+
+def test_past_due_says_to_pay_the_open_invoice_and_a_change_waits(signed_in, plans, sub) -> None:
+    with atomic():
+        fresh(sub).status = "past_due"  # as the engine leaves it after a failed charge (its own tests cover that)
+    page = signed_in.get(f"/portal/subscriptions/{sub.public_id}").text
+    assert 'id="past-due">A payment is overdue. Pay the open invoice below' in page
+    assert '<span class="badge badge-overdue">past due</span>' in page
+    first, = period_invoices(sub)
+    assert f'href="/portal/invoices/{first.public_id}"' in page
+    preview = signed_in.get(f"/portal/subscriptions/{sub.public_id}/change?price_id={_price(plans, 'pro')}")
+    assert preview.status_code == 422 and "Confirm the change" not in preview.text
+    assert fresh(sub).price_id == _price(plans, "basic")
 
 
 def test_a_company_without_subscriptions_sees_an_empty_page(client, world) -> None:
