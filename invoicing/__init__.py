@@ -67,13 +67,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
 
-    from invoicing import admin, api, auth, cli, pay, portal, templating, webhooks
+    from invoicing import admin, api, auth, cli, pay, portal, subscribe, templating, webhooks
 
     auth.init_app(app)
     templating.init_app(app)
     app.register_blueprint(admin.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(pay.bp)
+    app.register_blueprint(subscribe.bp)  # public sign-up pages: /subscribe/<slug>
     app.register_blueprint(webhooks.bp)
     csrf.exempt(webhooks.bp)  # authenticated by the provider's signature instead
     api.init_app(app)  # /api/v1: bearer keys, no session, no CSRF
@@ -120,7 +121,7 @@ def _headers(response: Response) -> Response:
         response.headers.setdefault("Content-Security-Policy", STRIPE_CHECKOUT_CSP if stripe else CSP)
     if current_app.config["BASE_URL"].startswith("https://"):  # plain http (a trial on a laptop) must stay usable
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if request.path.startswith(("/admin", "/portal", "/pay", "/api")):
+    if request.path.startswith(("/admin", "/portal", "/pay", "/api", "/subscribe")):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

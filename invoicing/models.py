@@ -679,6 +679,7 @@ class InvoiceAutopay(Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     payment_method: Mapped[PaymentMethod | None] = relationship()
+    invoice: Mapped[Invoice] = relationship()
 
     __table_args__ = (
         CheckConstraint("status IN ('scheduled', 'processing', 'succeeded', 'failed', 'cancelled')", name="status"),
@@ -1299,4 +1300,40 @@ class CreditEntry(Model):
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         UniqueConstraint("invoice_id", "reason"),
         Index("ix_credit_entry_client", "client_id", "currency"),
+    )
+
+
+class SubscriptionSignup(Model):
+    """A public sign-up (/subscribe/<slug>, services/subscriptions/signup.py) from its form to its subscription.
+    `signup_key` is the form's token, UNIQUE: a form submitted twice finds this row, so it makes one client, one
+    contact and one subscription. The consent to recurring charges given on the form is an AutopayConsent row
+    (the text and IP shown and sent); the subscription is made when the card is saved. status: card (waiting for
+    the card), done (subscribed)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plan.id"))
+    price_id: Mapped[int] = mapped_column(ForeignKey("plan_price.id"))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    signup_key: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"))
+    consent_id: Mapped[int] = mapped_column(ForeignKey("autopay_consent.id"))
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscription.id"))
+    status: Mapped[str] = mapped_column(String(10), default="card")
+    ip: Mapped[str] = mapped_column(String(45), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    plan: Mapped[Plan] = relationship()
+    price: Mapped[PlanPrice] = relationship()
+    client: Mapped[Client] = relationship()
+    contact: Mapped[Contact] = relationship()
+    consent: Mapped[AutopayConsent] = relationship()
+    subscription: Mapped[Subscription | None] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("status IN ('card', 'done')", name="status"),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+        Index("ix_subscription_signup_org", "organization_id", "created_at"),
     )

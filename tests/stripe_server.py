@@ -609,6 +609,22 @@ def pi_create(cls, confirm=None, off_session=None, **data):
 
 
 PaymentIntent._api_create = classmethod(pi_create)
+
+
+def charge_method_details(charge):
+    """Like Stripe: how a charge was paid, the card's brand and last 4 (localstripe omits it)."""
+    if getattr(charge, '_method_details', None) is not None:  # set by the hosted checkout page
+        return charge._method_details
+    pm = store.get('payment_method:' + (charge.payment_method or ''))
+    if pm is None or pm.type != 'card':
+        return None
+    return {'type': 'card', 'card': {'brand': pm.card.get('brand', 'visa'), 'last4': pm.card.get('last4'),
+                                     'exp_month': pm.card.get('exp_month'), 'exp_year': pm.card.get('exp_year'),
+                                     'wallet': None}}
+
+
+Charge.payment_method_details = property(charge_method_details,
+                                        lambda charge, value: setattr(charge, '_method_details', value))
 PaymentIntent.last_payment_error = property(lambda self: getattr(self, '_error', None) or _pi_error.fget(self))
 
 

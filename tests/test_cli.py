@@ -6,6 +6,7 @@ from invoicing.models import (
     Client,
     Contact,
     Invoice,
+    InvoiceAutopay,
     JobRun,
     Organization,
     OutboxEmail,
@@ -61,6 +62,9 @@ def test_it_loads_demo_data_in_every_state_once(runner, app):
     assert db.session.scalar(select(func.count()).select_from(Client)) == 3
     assert db.session.scalar(select(func.count()).select_from(Contact)) >= 3
     assert db.session.scalar(select(func.count()).select_from(Payment)) == 23
+    # Kaiju pays by autopay (sandbox card): its invoices paid by hand were cancelled, the open one is scheduled.
+    autopays = db.session.execute(select(InvoiceAutopay.status, func.count()).group_by(InvoiceAutopay.status)).all()
+    assert dict(autopays) == {"scheduled": 1, "cancelled": 2}
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) > 30
     org = db.session.execute(select(Organization)).scalar_one()
     assert org.logo_mime == "image/png" and org.logo.startswith(b"\x89PNG") and org.brand_color.startswith("#")

@@ -26,6 +26,7 @@ from invoicing.services import NotFound, invites, queries
 from invoicing.services.audit import Actor
 from invoicing.services.portal import auth as portal_auth
 from invoicing.services.portal import staff as portal_staff
+from invoicing.services.subscriptions import signup
 
 # The detail page shows a client's email in a sandboxed srcdoc iframe (no scripts, no same-origin); this
 # policy also covers it, since a srcdoc frame inherits its parent's: inline styles and data: images only.
@@ -33,7 +34,7 @@ PREVIEW_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-
                "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
 # Emails whose body holds a live link (a staff invitation makes its holder staff; a portal sign-in link or
 # invitation signs its holder in as the client's contact): only admins may read them.
-LIVE_LINK_KINDS = frozenset({invites.KIND, portal_auth.SIGN_IN_KIND, portal_staff.INVITE_KIND})
+LIVE_LINK_KINDS = frozenset({invites.KIND, portal_auth.SIGN_IN_KIND, portal_staff.INVITE_KIND, signup.WELCOME_KIND})
 # Outbox statuses drawn with the existing badge colours.
 BADGE = {"sent": "succeeded", "failed": "failed", "queued": "open", "sending": "processing", "held": "partial"}
 

@@ -208,6 +208,7 @@ class ChargeResult:
     failure_code: str | None = None
     failure_message: str | None = None
     advice_code: str | None = None  # a decline's: do_not_try_again means never retry this card
+    method: MethodDetails | None = None  # how it was paid (the card's brand and last 4), when the answer says
 
 
 AmountConverter = Any  # Callable[[int, str], int]: provider units -> our minor units

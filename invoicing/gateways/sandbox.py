@@ -50,6 +50,7 @@ from invoicing.gateways.base import (
     checkout_from,
     event_from_body,
     event_from_payload,
+    method_details_from,
     payment_intent_from,
     refund_from,
     setup_checkout_from,
@@ -394,7 +395,8 @@ class SandboxGateway(Gateway):
             return ChargeResult(info.id, status, amount, currency, failure_code=info.failure_code,
                                 failure_message=info.failure_message,
                                 advice_code=(intent.get("last_payment_error") or {}).get("advice_code"))
-        return ChargeResult(info.id, "succeeded", amount, currency, charge_id=info.charge_id)
+        return ChargeResult(info.id, "succeeded", amount, currency, charge_id=info.charge_id,
+                            method=method_details_from(method))
 
     def parse_event(self, raw: bytes, signature: str | None) -> Event:
         parts = dict(p.split("=", 1) for p in (signature or "").split(",") if "=" in p)

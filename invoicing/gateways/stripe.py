@@ -215,6 +215,7 @@ class StripeGateway(Gateway):
         params: dict[str, Any] = {
             "amount": to_stripe(amount, currency), "currency": currency.lower(), "customer": customer_id,
             "payment_method": payment_method_id, "off_session": True, "confirm": True, "metadata": dict(metadata),
+            "expand": ["latest_charge"],  # the card's brand and last 4 come with the answer: no second call
         }
         try:
             with _errors():
@@ -229,7 +230,7 @@ class StripeGateway(Gateway):
         status = info.status if info.status in ("succeeded", "processing", "requires_action") else "failed"
         return ChargeResult(payment_intent_id=info.id, status=status, amount=amount, currency=currency,
                             charge_id=info.charge_id, failure_code=info.failure_code,
-                            failure_message=info.failure_message)
+                            failure_message=info.failure_message, method=info.method)
 
     def parse_event(self, raw: bytes, signature: str | None) -> Event:
         if not signature:

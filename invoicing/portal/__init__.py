@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 
-from invoicing.portal import account, cards, company, invoices, pay, statements, views  # noqa: E402,F401
+from invoicing.portal import account, cards, company, invoices, pay, statements, subscriptions, views  # noqa: E402,F401

@@ -13,12 +13,13 @@ from werkzeug.security import generate_password_hash
 
 from invoicing.extensions import db
 from invoicing.jobs import load_jobs, run_job
-from invoicing.models import Client, Contact, Organization, RecurringPeriod
+from invoicing.models import Client, Contact, Organization, PaymentMethod, RecurringPeriod
 from invoicing.services.audit import Actor
 from invoicing.services.billing import recurring, reminders
 from invoicing.services.db import atomic
 from invoicing.services.invoices import DraftData, LineData, create_draft, finalize_invoice, void_invoice
 from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment
+from invoicing.services.portal.autopay import CONSENT_VERSION, enable_autopay
 from invoicing.services.site import Site
 from invoicing.services.users import create_organization, create_user
 
@@ -102,6 +103,7 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
         client_id=globex.id, title="Quarterly brand review", currency="EUR",
         lines=(LineData("Brand review workshop", Decimal(1), 180000, Decimal(19)),), interval_unit="quarter",
         interval_count=1, start_date=_day(now, -20), payment_terms_days=30, auto_send=False), actor=actor, now=now)
+    _autopay(kaiju, now=_at(_day(now, 45)))  # its invoices issued from then on are charged on their due date
     for client, ago, terms, lines, extra, then in plan:
         # The recurring profile's periods are invoiced when their day comes, so numbers follow the calendar.
         recurring.generate_due(now=_at(_day(now, ago)), site=site)
@@ -119,9 +121,21 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
     reminders.set_invoice_paused(_demo_paused(org.id, hosting_plan.id), org.id, True, actor=actor, now=now)
     # The scheduler's first runs, so its page has something to show (the served demo keeps them going).
     load_jobs()
-    for job in ("recurring", "remind"):
+    for job in ("recurring", "remind", "process-recurring-charges"):
         run_job(job, now=now, force=True)
     return org
+
+
+def _autopay(client: Client, *, now: datetime) -> None:
+    """A sandbox card that always succeeds, saved as the client's default, and autopay on with its contact's
+    consent (charged on each invoice's due date)."""
+    with atomic():
+        db.session.add(PaymentMethod(organization_id=client.organization_id, client_id=client.id, provider="sandbox",
+                                     provider_id="pm_sandbox_visa", customer_id="cus_sbx_demo", brand="visa",
+                                     last4="4242", exp_month=12, exp_year=now.year + 4, created_at=now))
+        client.autopay_payment_method = "pm_sandbox_visa"
+    enable_autopay(client.id, client.contacts[0].id, mode="due_date", text_version=CONSENT_VERSION,
+                   ip="198.51.100.20", provider="sandbox", now=now)
 
 
 def _history(org: Organization, actor: Actor, clients: list[Client], now: datetime) -> None:

@@ -5,6 +5,7 @@
 - subscription_period: UNIQUE(subscription, period start) -> one invoice per period.
 - subscription_change: plan and seat changes with their proration.
 - credit_entry: a client's credit balance per currency, as a ledger.
+- subscription_signup: a public sign-up from its form (UNIQUE token: a resubmit makes one) to its subscription.
 
 Revision ID: 0013_subscriptions
 Revises: 0013_autopay
@@ -183,9 +184,11 @@ def upgrade():
     op.add_column('organization', sa.Column('subscription_unpaid', sa.String(length=12), server_default='cancel',
                                             nullable=False))
 
+    _upgrade_signup()
 
 
 def downgrade():
+    _downgrade_signup()
     op.execute('ALTER TABLE organization DROP COLUMN subscription_unpaid')  # SQLite 3.35+ and PostgreSQL
 
     with op.batch_alter_table('subscription_change', schema=None) as batch_op:
@@ -215,3 +218,43 @@ def downgrade():
         batch_op.drop_index('ix_plan_org')
 
     op.drop_table('plan')
+
+
+# subs-portal: the public sign-up between its form and its subscription (SubscriptionSignup)
+def _upgrade_signup():
+    op.create_table('subscription_signup',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('organization_id', sa.Integer(), nullable=False),
+    sa.Column('plan_id', sa.Integer(), nullable=False),
+    sa.Column('price_id', sa.Integer(), nullable=False),
+    sa.Column('quantity', sa.Integer(), nullable=False),
+    sa.Column('signup_key', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.Integer(), nullable=False),
+    sa.Column('contact_id', sa.Integer(), nullable=False),
+    sa.Column('consent_id', sa.Integer(), nullable=False),
+    sa.Column('subscription_id', sa.Integer(), nullable=True),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('ip', sa.String(length=45), nullable=False),
+    sa.Column('created_at', invoicing.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', invoicing.models.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('card', 'done')", name=op.f('ck_subscription_signup_status')),
+    sa.CheckConstraint('quantity >= 1', name=op.f('ck_subscription_signup_quantity_positive')),
+    sa.ForeignKeyConstraint(['client_id'], ['client.id'], name=op.f('fk_subscription_signup_client_id_client')),
+    sa.ForeignKeyConstraint(['consent_id'], ['autopay_consent.id'], name=op.f('fk_subscription_signup_consent_id_autopay_consent')),
+    sa.ForeignKeyConstraint(['contact_id'], ['contact.id'], name=op.f('fk_subscription_signup_contact_id_contact')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organization.id'], name=op.f('fk_subscription_signup_organization_id_organization')),
+    sa.ForeignKeyConstraint(['plan_id'], ['plan.id'], name=op.f('fk_subscription_signup_plan_id_plan')),
+    sa.ForeignKeyConstraint(['price_id'], ['plan_price.id'], name=op.f('fk_subscription_signup_price_id_plan_price')),
+    sa.ForeignKeyConstraint(['subscription_id'], ['subscription.id'], name=op.f('fk_subscription_signup_subscription_id_subscription')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subscription_signup')),
+    sa.UniqueConstraint('signup_key', name=op.f('uq_subscription_signup_signup_key'))
+    )
+    with op.batch_alter_table('subscription_signup', schema=None) as batch_op:
+        batch_op.create_index('ix_subscription_signup_org', ['organization_id', 'created_at'], unique=False)
+
+
+def _downgrade_signup():
+    with op.batch_alter_table('subscription_signup', schema=None) as batch_op:
+        batch_op.drop_index('ix_subscription_signup_org')
+
+    op.drop_table('subscription_signup')

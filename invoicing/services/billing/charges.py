@@ -20,7 +20,7 @@ A provider that times out or answers 5xx leaves the attempt `pending` and the in
 decided on an unknown outcome. `settle_pending` (the reconcile job, and this job) replays the very same request
 (same key, same parameters) later: the provider answers with the first outcome (Stripe keeps keys 24 hours),
 so a crash between the call and the commit never charges twice. An attempt still unknown after REPLAY_WINDOW
-is left for staff (reported), never replayed with a key the provider may have forgotten.
+becomes `unknown` (on the timeline, for staff), never replayed with a key the provider may have forgotten.
 
 The provider's webhooks for these charges (payment_intent.succeeded / .payment_failed carrying
 `autopay_key` in metadata) go through the same `record_outcome` from the inbox.
@@ -41,7 +41,7 @@ from sqlalchemy import and_, exists, select
 
 from invoicing.extensions import db
 from invoicing.gateways import current_gateway
-from invoicing.gateways.base import ChargeResult, Gateway, GatewayError, PaymentIntentInfo
+from invoicing.gateways.base import ChargeResult, Gateway, GatewayError, MethodDetails, PaymentIntentInfo
 from invoicing.jobs import register
 from invoicing.models import (
     ChargeAttempt,
@@ -79,9 +79,11 @@ from invoicing.services.site import Site
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "autopay:"
+OPEN_ATTEMPT = ("pending", "unknown", "processing")  # an answer can still be recorded
 PAGE = 200  # invoices claimed per query of a sweep
 CHECKOUT_WAIT = timedelta(hours=1)  # a checkout in progress: look again in an hour
 PENDING_GRACE = timedelta(minutes=2)  # an attempt pending this long lost its worker (crash) or its answer
+MIN_GAP = timedelta(days=1)  # between two tries of one invoice, whatever the schedule says after downtime
 REPLAY_WINDOW = timedelta(hours=23)  # Stripe keeps an idempotency key at least 24 hours
 # Stripe's "never retry without a new card" list and the declines whose next step is another card, plus what a
 # provider refuses outright (the card is gone, the amount cannot be taken): no retry can succeed.
@@ -214,27 +216,49 @@ def record_outcome(attempt_id: int, result: ChargeResult, *, now: datetime, gate
     attempt = db.session.get(ChargeAttempt, attempt_id)
     assert attempt is not None
     payment: Payment | None = None
-    if result.status in ("succeeded", "processing") and attempt.status in ("pending", "processing"):
+    status: str | None = None
+    if result.status in ("succeeded", "processing") and attempt.status in OPEN_ATTEMPT:
+        def settle(new: Payment) -> None:  # the door's own transaction, invoice locked: a new payment
+            nonlocal status
+            if result.method is not None:  # the answer said which card: the receipt needs no second provider call
+                _note_method(new, result.method)
+            status = _settle_locked(new.invoice, attempt_id, result, now=now, site=site, payment=new)
+
         payment = apply_payment(
             attempt.invoice_id, amount=attempt.amount, currency=attempt.currency, method=gateway.method,
             status=result.status, actor=ACTOR, now=now, observed_at=now, payment_intent_id=result.payment_intent_id,
-            charge_id=result.charge_id, idempotency_key=attempt.idempotency_key).payment
-    with atomic():
-        invoice = lock_invoice(attempt.invoice_id)
-        attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
-        state = db.session.get(InvoiceAutopay, invoice.id, populate_existing=True)
-        assert attempt is not None and state is not None
-        if attempt.status != "pending" and not (attempt.status == "processing" and result.status != "processing"):
-            return attempt.status  # recorded before (the webhook and the job both heard it)
-        attempt.payment_intent_id = result.payment_intent_id or attempt.payment_intent_id
-        if result.status in ("succeeded", "processing"):
-            _record_success(invoice, state, attempt, result, payment, now=now)
-        else:
-            _record_failure(invoice, state, attempt, result, now=now, site=site)
-        status = attempt.status
+            charge_id=result.charge_id, idempotency_key=attempt.idempotency_key, then=settle).payment
+    if status is None:  # a decline, or a payment the webhook had recorded first
+        with atomic():
+            status = _settle_locked(lock_invoice(attempt.invoice_id), attempt_id, result, now=now, site=site,
+                                    payment=payment)
     if payment is not None and status == "succeeded":
         after_payment(payment.id, gateway=gateway, site=site, now=now)  # receipt, card details, stale checkouts
     return status
+
+
+def _note_method(payment: Payment, method: MethodDetails) -> None:
+    """payments.record_method's values, on the new payment in the door's transaction (no transaction of its own)."""
+    payment.method_type, payment.method_brand = method.type, method.brand or None
+    payment.method_last4, payment.method_wallet = method.last4 or None, method.wallet or None
+    payment.method_bank = method.bank_name or None
+
+
+def _settle_locked(invoice: Invoice, attempt_id: int, result: ChargeResult, *, now: datetime, site: Site,
+                   payment: Payment | None) -> str:
+    """Record the answer on the attempt and the invoice's autopay, once (the caller holds the invoice lock)."""
+    attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
+    state = db.session.get(InvoiceAutopay, invoice.id, populate_existing=True)
+    assert attempt is not None and state is not None
+    if attempt.status not in ("pending", "unknown") and not (attempt.status == "processing"
+                                                             and result.status != "processing"):
+        return attempt.status  # recorded before (the webhook and the job both heard it)
+    attempt.payment_intent_id = result.payment_intent_id or attempt.payment_intent_id
+    if result.status in ("succeeded", "processing"):
+        _record_success(invoice, state, attempt, result, payment, now=now)
+    else:
+        _record_failure(invoice, state, attempt, result, now=now, site=site)
+    return attempt.status
 
 
 def _record_success(invoice: Invoice, state: InvoiceAutopay, attempt: ChargeAttempt, result: ChargeResult,
@@ -265,7 +289,8 @@ def _record_failure(invoice: Invoice, state: InvoiceAutopay, attempt: ChargeAtte
     state.last_failure_code, state.last_failure_message, state.updated_at = code[:100], result.failure_message, now
     retry = kind == "soft" and number < MAX_ATTEMPTS
     if retry:
-        attempt.next_retry_at = state.first_failed_at + timedelta(days=RETRY_DAYS[number - 1])
+        # 3, 7 and 14 days after the first failure; after downtime, never two tries within a day (no burst).
+        attempt.next_retry_at = max(state.first_failed_at + timedelta(days=RETRY_DAYS[number - 1]), now + MIN_GAP)
         state.status, state.next_charge_at = "scheduled", attempt.next_retry_at
     else:
         state.status, state.next_charge_at = "failed", None
@@ -387,9 +412,7 @@ def settle_pending(*, now: datetime, gateway: Gateway, site: Site, report: Charg
     settled = 0
     for attempt_id, created_at in rows:
         if created_at < now - REPLAY_WINDOW:
-            if report is not None:
-                report.errors.append(f"attempt {attempt_id}: outcome unknown for over {REPLAY_WINDOW}; check it "
-                                     "at the provider")
+            _give_up_replaying(attempt_id, now=now)
             continue
         try:
             result = _call(attempt_id, gateway=gateway)
@@ -402,6 +425,23 @@ def settle_pending(*, now: datetime, gateway: Gateway, site: Site, report: Charg
                 report.errors.append(f"attempt {attempt_id}: {exc.__class__.__name__}: {exc}")
             log.exception("autopay: settling attempt %s", attempt_id)
     return settled
+
+
+def _give_up_replaying(attempt_id: int, *, now: datetime) -> None:
+    """An attempt whose outcome is still unknown after REPLAY_WINDOW: the provider may have forgotten its key, so
+    a replay could charge again. It becomes `unknown` (never replayed; its webhook, or staff at the provider,
+    settle it: `record_outcome` still takes its answer) and the invoice's timeline says so."""
+    with atomic():
+        attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
+        assert attempt is not None
+        invoice = lock_invoice(attempt.invoice_id)
+        db.session.refresh(attempt)
+        if attempt.status != "pending":
+            return
+        attempt.status = "unknown"
+        record("autopay.outcome_unknown", invoice, actor=ACTOR, now=now, details={
+            "attempt": attempt.attempt_number, "amount": attempt.amount, "currency": attempt.currency,
+            "idempotency_key": attempt.idempotency_key})
 
 
 def is_autopay(metadata: Mapping[str, str]) -> bool:

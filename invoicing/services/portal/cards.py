@@ -108,9 +108,12 @@ def provider_customer(client_id: int, *, gateway: Gateway, site: Site) -> str | 
         return stored.stripe_customer_id
 
 
-def start_setup(contact_id: int, *, gateway: Gateway, site: Site) -> str:
+def start_setup(contact_id: int, *, gateway: Gateway, site: Site, return_path: str = RETURN_PATH,
+                cancel_path: str = LIST_PATH, purpose: str = "save_card") -> str:
     """Open the provider's hosted page where the contact saves a card for their company; returns its URL.
-    Each press opens a new page (a setup moves no money, so a double click costs nothing)."""
+    Each press opens a new page (a setup moves no money, so a double click costs nothing). The portal's pages
+    are where the provider sends the person back, unless the caller names others (the public sign-up's:
+    services/subscriptions/signup.py); `return_path` contains {CHECKOUT_SESSION_ID}."""
     contact = db.session.get(Contact, contact_id)
     if contact is None:
         raise NotFound("Contact not found.")
@@ -118,10 +121,10 @@ def start_setup(contact_id: int, *, gateway: Gateway, site: Site) -> str:
     customer_id = provider_customer(client.id, gateway=gateway, site=site)
     setup = gateway.create_setup_checkout(SetupRequest(
         currency=client.currency, customer_id=customer_id,
-        success_url=site.url(RETURN_PATH, organization), cancel_url=site.url(LIST_PATH, organization),
+        success_url=site.url(return_path, organization), cancel_url=site.url(cancel_path, organization),
         idempotency_key=f"setup:{client.id}:{contact.id}:{secrets.token_hex(16)}",
         metadata={"client_id": str(client.id), "contact_id": str(contact.id),
-                  "organization_id": str(organization.id), "purpose": "save_card"},
+                  "organization_id": str(organization.id), "purpose": purpose},
     ))
     if not setup.url:
         raise DomainError("The card page could not be opened. Please try again.")

@@ -145,3 +145,16 @@ def test_authentication_required_sends_the_on_session_pay_link(world, stripe_app
     assert (to, subject) == ("clienta@clients.test", f"Please confirm your payment for invoice {invoice.number}")
     body = smtp.messages[0].get_body(("plain",)).get_content()
     assert "your bank wants you to confirm this payment yourself" in body and "http://billing.test/pay/" in body
+
+
+def test_after_downtime_the_missed_retries_are_not_tried_in_a_burst(world, stripe_app, time_machine):
+    card = stripe_card(stripe_app, world.client_a)
+    invoice = issue(world)
+    stripe_app.script_charges(card.provider_id, *["insufficient_funds"] * 4)
+    tick(time_machine, 2026, 3, 20, 13, 5)
+    tick(time_machine, 2026, 3, 30, 13, 5)  # down for ten days: the 3-day and the 7-day tries were missed
+    tick(time_machine, 2026, 3, 30, 13, 20)  # the next tick tries nothing more
+    assert [a.created_at for a in attempts()] == [utc(2026, 3, 20, 13, 5), utc(2026, 3, 30, 13, 5)]
+    assert autopay_of(invoice.id).next_charge_at == utc(2026, 3, 31, 13, 5)  # a day later, then 14 days after
+    tick(time_machine, 2026, 3, 31, 13, 10)
+    assert autopay_of(invoice.id).next_charge_at == utc(2026, 4, 3, 13, 5)
