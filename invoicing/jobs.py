@@ -45,7 +45,8 @@ JOBS: dict[str, Job] = {}
 JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile", "invoicing.backup",
                                 "invoicing.services.api.webhooks", "invoicing.services.api.events",
                                 "invoicing.services.api.idempotency",
-                                "invoicing.services.billing.reminders", "invoicing.services.billing.recurring")
+                                "invoicing.services.billing.reminders", "invoicing.services.billing.recurring",
+                                "invoicing.services.subscriptions.lifecycle")
 
 
 def load_jobs() -> dict[str, Job]:

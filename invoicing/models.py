@@ -103,6 +103,9 @@ class Organization(Model):
     public_url: Mapped[str | None] = mapped_column(String(200), unique=True, index=True)
     # Archived: its staff cannot log in, its pay links answer 410, the scheduler skips it; nothing is deleted.
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A subscription whose invoice stays unpaid when the autopay ladder ends: "cancel" it, or "leave_unpaid"
+    # (past_due until paid or canceled by staff). services/subscriptions/lifecycle.py.
+    subscription_unpaid: Mapped[str] = mapped_column(String(12), default="cancel", server_default="cancel")
 
     def __repr__(self) -> str:
         return f"<Organization {self.slug}>"
@@ -1209,7 +1212,7 @@ class SubscriptionChange(Model):
     effective_on: Mapped[date] = mapped_column(Date)
     credit: Mapped[int] = mapped_column(BigInteger, default=0)  # unused part at the old price (>= 0)
     charge: Mapped[int] = mapped_column(BigInteger, default=0)  # rest of the period at the new price (>= 0)
-    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"))  # the difference, invoiced
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"), index=True)  # the difference, invoiced
     request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     actor_type: Mapped[str] = mapped_column(String(10))  # user, contact, system
     actor_label: Mapped[str] = mapped_column(String(254), default="")

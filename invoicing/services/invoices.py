@@ -65,8 +65,12 @@ def check_number_format(fmt: str) -> str:
     return fmt
 
 
-def check_draft(data: DraftData, organization: Organization) -> Client:
-    """The client of a valid draft; DomainError saying what is wrong otherwise (recurring profiles check theirs)."""
+def check_draft(data: DraftData, organization: Organization, *, credit_lines: bool = False) -> Client:
+    """The client of a valid draft; DomainError saying what is wrong otherwise (recurring profiles check theirs).
+
+    `credit_lines`: negative unit prices are allowed (the system's credit lines, services/subscriptions: unused
+    time of a plan, credit applied from a balance); _apply_draft still refuses a total below zero. Staff
+    drafts never pass it."""
     client = db.session.get(Client, data.client_id)
     if client is None or client.organization_id != organization.id:
         raise DomainError("Choose a client.")
@@ -99,7 +103,7 @@ def check_draft(data: DraftData, organization: Organization) -> Client:
         if not 0 < line.quantity <= MAX_QUANTITY or line.quantity * MILLI != int(line.quantity * MILLI):
             raise DomainError(f"Line {n}: the quantity must be above zero and at most {MAX_QUANTITY:,}, "
                               "with at most 3 decimals.")
-        if line.unit_price < 0:
+        if line.unit_price < 0 and not credit_lines:
             raise DomainError(f"Line {n}: the unit price cannot be negative.")
         if line.unit_price > MAX_AMOUNT:
             raise DomainError(f"Line {n}: the unit price can be at most {most}.")
@@ -126,6 +130,8 @@ def _apply_draft(invoice: Invoice, data: DraftData) -> None:
         raise DomainError(too_large)
     if data.discount_kind == AMOUNT and data.discount_value > totals.subtotal:
         raise DomainError("The discount cannot be larger than the subtotal.")
+    if totals.total < 0:  # only credit lines can be negative (check_draft)
+        raise DomainError("The credit lines cannot be larger than what is invoiced.")
     invoice.client_id = data.client_id
     invoice.contact_id = data.contact_id
     invoice.currency = data.currency.upper()
@@ -154,9 +160,11 @@ def _apply_draft(invoice: Invoice, data: DraftData) -> None:
     invoice.total = totals.total
 
 
-def new_draft(organization: Organization, data: DraftData, *, actor: Actor, now: datetime) -> Invoice:
-    """A new draft inside the caller's transaction (recurring profiles make theirs with the period's work)."""
-    check_draft(data, organization)
+def new_draft(organization: Organization, data: DraftData, *, actor: Actor, now: datetime,
+              credit_lines: bool = False) -> Invoice:
+    """A new draft inside the caller's transaction (recurring profiles make theirs with the period's work;
+    subscriptions theirs with `credit_lines`, see check_draft)."""
+    check_draft(data, organization, credit_lines=credit_lines)
     invoice = Invoice(organization_id=organization.id, created_by_id=actor.id if actor.type == "user" else None)
     invoice.created_at = now
     _apply_draft(invoice, data)
@@ -193,11 +201,12 @@ def _next_number(organization: Organization, year: int) -> tuple[int, str]:
     return seq, fmt.format(year=year, seq=seq)
 
 
-def finalize(invoice: Invoice, *, actor: Actor, now: datetime, expiry_days: int) -> None:
-    """Draft -> open inside the caller's transaction (the invoice row must already be locked)."""
+def finalize(invoice: Invoice, *, actor: Actor, now: datetime, expiry_days: int, allow_zero: bool = False) -> None:
+    """Draft -> open inside the caller's transaction (the invoice row must already be locked). `allow_zero`: a
+    subscription period entirely paid by the client's credit is numbered too (the caller marks it paid)."""
     if invoice.status != "draft":
         raise DomainError(f"Invoice {invoice.number} is already {invoice.status}.")
-    if invoice.total <= 0:
+    if invoice.total < 0 or (invoice.total == 0 and not allow_zero):
         raise DomainError("An invoice must have a total above zero to be finalized.")
     organization = invoice.organization
     year = local_today(organization, now).year

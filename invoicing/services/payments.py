@@ -74,7 +74,8 @@ def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
     if invoice.amount_paid >= invoice.total:
         if invoice.status != "paid":
             invoice.paid_at = now
-        invoice.status = "paid"
+            invoice.status = "paid"
+            _subscription_paid(invoice, now=now)
     elif any(p.status == "processing" for p in payments):
         invoice.status = "processing"
         invoice.paid_at = None
@@ -84,6 +85,13 @@ def recompute_balance(invoice: Invoice, *, now: datetime) -> None:
 
 
 COUNTED = ("succeeded", "partially_refunded", "refunded")
+
+
+def _subscription_paid(invoice: Invoice, *, now: datetime) -> None:
+    """An invoice just became paid: its subscription, if past_due, is active again (under this invoice lock)."""
+    from invoicing.services.subscriptions.lifecycle import on_invoice_paid  # subscriptions import this module
+
+    on_invoice_paid(invoice, now=now)
 
 
 def apply_payment(

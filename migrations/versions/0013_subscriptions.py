@@ -176,9 +176,22 @@ def upgrade():
     with op.batch_alter_table('credit_entry', schema=None) as batch_op:
         batch_op.create_index('ix_credit_entry_client', ['client_id', 'currency'], unique=False)
 
+    with op.batch_alter_table('subscription_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_subscription_change_invoice_id'), ['invoice_id'], unique=False)
+
+    with op.batch_alter_table('organization', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('subscription_unpaid', sa.String(length=12), server_default='cancel',
+                                      nullable=False))
+
 
 
 def downgrade():
+    with op.batch_alter_table('organization', schema=None) as batch_op:
+        batch_op.drop_column('subscription_unpaid')
+
+    with op.batch_alter_table('subscription_change', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_subscription_change_invoice_id'))
+
     with op.batch_alter_table('credit_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_credit_entry_client')
 
