@@ -36,6 +36,10 @@ def new_key() -> str:
     return secrets.token_urlsafe(24)
 
 
+def choices(pairs: list[tuple[int, str]]) -> list[SelectChoice]:
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
 def _whole(text: str | None, *, low: int, high: int, message: str) -> int:
     value = (text or "").strip()
     if not value.isdigit() or not low <= int(value) <= high:
@@ -169,9 +173,11 @@ class SubscribeForm(FlaskForm):
 
     price_id = SelectField("Plan and price", coerce=int, validate_choice=False)
     quantity = StringField("Seats", default="1")
-    trial = RadioField("Trial", default="plan", choices=[("plan", "With the plan's trial"), ("none", "No trial")])
+    trial = RadioField("Trial", default="plan", choices=[SelectChoice("plan", "With the plan's trial"),
+                                                         SelectChoice("none", "No trial")])
     charge = RadioField("First invoice", default="now", choices=[
-        ("now", "Issue and charge it now"), ("due", "Issue it now, due on the first period's due date")])
+        SelectChoice("now", "Issue it now and charge the card on file (if any)"),
+        SelectChoice("due", "Issue it now, due after your payment terms")])
     key = HiddenField(validators=[DataRequired(message="The form expired; reload the page."), Length(max=64)])
 
     def validate_quantity(self, field: StringField) -> None:

@@ -7,8 +7,8 @@ What is counted:
   subscription set to cancel at period end counts until it ends; a downgrade waiting for the period end counts
   at the current price. Summed exactly (fractions), rounded half up once, to a whole minor unit.
 - Active: status active (cancel at period end included). Trials: trialing. Past due: past_due. Paused: paused.
-- Churn, last 30 days: subscriptions that stopped (status canceled or ended, stopped at `canceled_at`, else
-  `ended_at`) in the 30 days before now, among those that were paying when the window began, ÷ those paying when
+- Churn, last 30 days: subscriptions that stopped (status canceled or ended, stopped at `ended_at`, else
+  `canceled_at`) in the 30 days before now, among those that were paying when the window began, ÷ those paying when
   the window began: created before it, trial over by then (no trial, or trial_end on or before its first day),
   not stopped before it. Pauses are not in the record of that moment, so a subscription paused then still counts.
   No subscription paying at the window's start: no rate ("—").
@@ -91,7 +91,7 @@ def _churn(organization_id: int, now: datetime) -> dict[str, tuple[int, int]]:
     """Per currency: (stopped in the window, paying at its start)."""
     start = now - CHURN_WINDOW
     stopped_at = case((Subscription.status.in_(STOPPED),
-                       func.coalesce(Subscription.canceled_at, Subscription.ended_at)), else_=None)
+                       func.coalesce(Subscription.ended_at, Subscription.canceled_at)), else_=None)
     paying_at_start = and_(
         Subscription.organization_id == organization_id,
         Subscription.created_at < start,

@@ -135,13 +135,15 @@ def list_plans(organization_id: int | None, *, archived: bool | None = False) ->
     return [PlanRow(p, int(counts.get(p.id, 0))) for p in plans]
 
 
-def price_choices(organization_id: int, *, currency: str | None = None) -> list[tuple[int, str]]:
-    """(price id, label) of every current price of the organization's open plans, for "Subscribe this client"
-    and plan changes: "Maintenance — $49.00 every month"."""
+def price_choices(organization_id: int, *, currency: str | None = None,
+                  prefer: str | None = None) -> list[tuple[int, str]]:
+    """(price id, label) of every current price of the organization's open plans (only `currency`'s if given;
+    `prefer`'s first), for "Subscribe this client" and plan changes: "Maintenance — $49.00 every month"."""
     plans = db.session.execute(select(Plan).options(selectinload(Plan.prices)).where(
         Plan.organization_id == organization_id, Plan.archived_at.is_(None)).order_by(Plan.name, Plan.id)).scalars()
-    return [(price.id, f"{plan.name} — {describe_price(price, per_seat=plan.per_seat)}")
-            for plan in plans for price in current_prices(plan) if currency in (None, price.currency)]
+    prices = [(plan, price) for plan in plans for price in current_prices(plan) if currency in (None, price.currency)]
+    prices.sort(key=lambda row: row[1].currency != prefer)  # stable: plans stay in name order
+    return [(price.id, f"{plan.name} — {describe_price(price, per_seat=plan.per_seat)}") for plan, price in prices]
 
 
 def get_price(price_id: int, organization_id: int) -> PlanPrice:
