@@ -78,6 +78,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(webhooks.bp)  # authenticated by the provider's signature instead
     api.init_app(app)  # /api/v1: bearer keys, no session, no CSRF
     cli.init_app(app)
+    from invoicing.services.subscriptions import lifecycle  # noqa: F401 - registers its autopay outcome listener
     _register_errors(app)
     app.before_request(_refuse_unknown_host)
     app.before_request(_refuse_nul)

@@ -612,7 +612,13 @@ class OutboxEmail(Model):
 
 
 class ChargeAttempt(Model):
-    """An autopay attempt, written (with its deterministic idempotency key) before the provider is called."""
+    """An autopay attempt, written (with its deterministic idempotency key) before the provider is called.
+
+    `pending` from the moment it is written until the provider's answer is recorded: a crash or a timeout in
+    between leaves it pending, and reconciliation replays the very same request (same key, same parameters,
+    kept here) so the provider answers with the first outcome instead of charging again
+    (services/billing/charges.py). Then succeeded, processing, or failed (`decline_kind`: soft, hard,
+    authentication); `canceled` was planned and never sent."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"))
@@ -625,8 +631,61 @@ class ChargeAttempt(Model):
     error_code: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Autopay (migration 0013_autopay): what was sent, so a replay sends exactly the same request.
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organization.id"))
+    provider: Mapped[str | None] = mapped_column(String(20))
+    payment_method_id: Mapped[int | None] = mapped_column(ForeignKey("payment_method.id"))  # the card charged
+    provider_method_id: Mapped[str | None] = mapped_column(String(255))  # its pm_... as sent
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    decline_kind: Mapped[str | None] = mapped_column(String(20))  # soft, hard, authentication
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the ladder tries again, if it does
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payment.id"))  # the money it moved
 
-    __table_args__ = (UniqueConstraint("invoice_id", "attempt_number"),)
+    payment_method: Mapped[PaymentMethod | None] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "attempt_number"),
+        Index("ix_charge_attempt_status", "status", "created_at"),
+    )
+
+
+AUTOPAY_STATUSES = ("scheduled", "processing", "succeeded", "failed", "cancelled")
+
+
+class InvoiceAutopay(Model):
+    """An invoice's autopay (services/billing/autopay.py): present when the invoice was opted in (its client had
+    autopay on when it was issued), with the ladder's state. Changed only under the invoice's row lock.
+
+    scheduled (next_charge_at says when: the due date or at issue, then 3, 7 and 14 days after the first
+    failure), processing (an attempt is at the provider), succeeded, failed (for good: a hard decline, an
+    authentication needed, or the last retry declined) or cancelled (autopay turned off, paid another way...)."""
+
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), primary_key=True, autoincrement=False)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("client.id"))
+    mode: Mapped[str] = mapped_column(String(20))  # the consent's: due_date, on_issue
+    status: Mapped[str] = mapped_column(String(20), default="scheduled")
+    payment_method_id: Mapped[int | None] = mapped_column(ForeignKey("payment_method.id"))  # the card last used
+    next_charge_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_failure_code: Mapped[str | None] = mapped_column(String(100))
+    last_failure_message: Mapped[str | None] = mapped_column(Text)
+    end_reason: Mapped[str | None] = mapped_column(String(40))  # why it failed for good or was cancelled
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    payment_method: Mapped[PaymentMethod | None] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("status IN ('scheduled', 'processing', 'succeeded', 'failed', 'cancelled')", name="status"),
+        Index("ix_invoice_autopay_due", "status", "next_charge_at"),
+        Index("ix_invoice_autopay_client", "client_id", "status"),
+        Index("ix_invoice_autopay_org", "organization_id", "status", "next_charge_at"),
+    )
 
 
 class JobRun(Model):

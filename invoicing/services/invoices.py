@@ -217,6 +217,9 @@ def finalize(invoice: Invoice, *, actor: Actor, now: datetime, expiry_days: int,
     invoice.link_expires_on = invoice.due_date + timedelta(days=expiry_days)
     db.session.flush()
     record("invoice.finalized", invoice, actor=actor, now=now, details={"number": number, "total": invoice.total})
+    from invoicing.services.billing.autopay import schedule_invoice  # autopay reads invoices' services
+
+    schedule_invoice(invoice, now=now)  # the client's autopay (if on) charges it on the due date or now
 
 
 def finalize_invoice(invoice_id: int, *, actor: Actor, now: datetime, expiry_days: int = 30) -> Invoice:

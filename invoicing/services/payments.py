@@ -215,7 +215,15 @@ def _create(invoice: Invoice, *, amount: int, method: str, status: str, actor: A
     if payment.overpayment:
         _flag_overpayment(invoice, payment, excess=amount - due, actor=actor, now=now)
         _flag(invoice, payment, excess=amount - due, void=invoice_status == "void", now=now)
+    _autopay_hook(invoice, payment, now=now)
     return payment
+
+
+def _autopay_hook(invoice: Invoice, payment: Payment, *, now: datetime) -> None:
+    """Money by another channel cancels the invoice's scheduled autopay (under this invoice lock)."""
+    from invoicing.services.billing.autopay import after_payment_recorded  # autopay imports this module
+
+    after_payment_recorded(invoice, idempotency_key=payment.idempotency_key, status=payment.status, now=now)
 
 
 def apply_group_payment(
@@ -374,6 +382,7 @@ def _advance(payment: Payment, invoice: Invoice, *, status: str, actor: Actor, n
     if status == "succeeded" and payment.overpayment:
         _flag_overpayment(invoice, payment, excess=payment.amount - due, actor=actor, now=now)
         _flag(invoice, payment, excess=payment.amount - due, void=invoice_status == "void", now=now)
+    _autopay_hook(invoice, payment, now=now)
 
 
 def _details(payment: Payment) -> dict[str, object]:

@@ -7,7 +7,7 @@
 - credit_entry: a client's credit balance per currency, as a ledger.
 
 Revision ID: 0013_subscriptions
-Revises: 0012_scheduler
+Revises: 0013_autopay
 Create Date: 2026-12-01 19:50:26.261930
 
 """
@@ -18,7 +18,7 @@ import invoicing.models  # noqa: F401  (custom column types)
 
 # revision identifiers, used by Alembic.
 revision = '0013_subscriptions'
-down_revision = '0012_scheduler'
+down_revision = '0013_autopay'
 branch_labels = None
 depends_on = None
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from invoicing.extensions import db
 from invoicing.gateways.sandbox import SandboxGateway
-from invoicing.models import AutopayConsent, ChargeAttempt, OutboxEmail
+from invoicing.models import AutopayConsent, ChargeAttempt, InvoiceAutopay, OutboxEmail
 from invoicing.services import DomainError
 from invoicing.services.audit import Actor
 from invoicing.services.db import atomic
@@ -117,7 +117,9 @@ def test_turning_autopay_off_ends_the_consent_and_cancels_what_was_scheduled(cli
     add_sandbox_card(client)
     turn_on(client)
     mine, theirs = make_invoice(world.client_a, status="open"), make_invoice(world.client_b, status="open")
-    with atomic():  # what the scheduler (a later issue) will write: planned, and one already sent to the provider
+    assert db.session.get(InvoiceAutopay, mine.id).status == "scheduled"  # issued while autopay is on
+    assert db.session.get(InvoiceAutopay, theirs.id) is None
+    with atomic():  # attempt rows: planned, and one already sent to the provider (left to its answer)
         db.session.add_all([
             ChargeAttempt(invoice_id=mine.id, attempt_number=1, idempotency_key="a1", amount=100, currency="USD",
                           status="scheduled"),
@@ -138,7 +140,9 @@ def test_turning_autopay_off_ends_the_consent_and_cancels_what_was_scheduled(cli
     assert attempts == {"a1": ("canceled", "autopay_off"), "a2": ("pending", None), "b1": ("scheduled", None)}
     event, = audits("autopay.disabled")
     assert (event.actor_type, event.actor_id) == ("contact", alice.id)
-    assert event.details == {"consent_id": consent.id, "reason": "turned_off", "cancelled_attempts": 1}
+    assert event.details == {"consent_id": consent.id, "reason": "turned_off", "cancelled_attempts": 2}
+    state = db.session.get(InvoiceAutopay, mine.id)
+    assert (state.status, state.end_reason, state.next_charge_at) == ("cancelled", "autopay_off", None)
     assert db.session.scalars(select(OutboxEmail)).all() == []  # they did it themselves: the page says so
     page = client.get("/portal/autopay").text
     assert "Autopay is off: nothing will be charged automatically." in page and "Turn autopay on" in page

@@ -6,15 +6,15 @@ page read this.
   so a mail batch that takes two minutes does not flash a banner) is `late`, or `failing` when its last run
   failed; both raise the banner. A job never run is `never` (a fresh install), and one switched off by its
   setting (e.g. BACKUP_ENABLED) is `off`: neither raises it.
-- The next 24 hours: reminders to go, invoices to make, cards to charge, from the same plans the jobs and
-  their `--dry-run` follow (reminders.plan, recurring.plan, autopay.charges_preview), scoped to one
-  organization for its staff.
+- The next 24 hours: reminders to go, invoices to make, subscriptions to renew, cards to charge, from the
+  same plans the jobs and their `--dry-run` follow (reminders.plan, recurring.plan, subscriptions'
+  lifecycle.plan, autopay.charges_preview), scoped to one organization for its staff.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -25,6 +25,8 @@ from invoicing import jobs
 from invoicing.extensions import db
 from invoicing.models import JobRun
 from invoicing.services.billing import autopay, recurring, reminders
+from invoicing.services.subscriptions.lifecycle import PlannedRenewal
+from invoicing.services.subscriptions.lifecycle import plan as subscription_renewals
 
 MIN_ALERT_AFTER = timedelta(minutes=5)
 PREVIEW_HOURS = 24
@@ -105,6 +107,8 @@ class Preview:
     invoices: list[recurring.PlannedInvoice]
     invoice_count: int
     charges: list[autopay.PlannedCharge]
+    renewals: list[PlannedRenewal] = field(default_factory=list)  # subscriptions (services/subscriptions)
+    renewal_count: int = 0
 
 
 def next_hours(*, now: datetime, organization_id: int | None, hours: int = PREVIEW_HOURS) -> Preview:
@@ -115,5 +119,6 @@ def next_hours(*, now: datetime, organization_id: int | None, hours: int = PREVI
     reminder_count = len(shown_reminders) + sum(1 for _ in planned)
     invoices = list(recurring.plan(now=now, until=until, organization_id=organization_id))
     charges = autopay.charges_preview(now=now, until=until, organization_id=organization_id)
+    renewals = subscription_renewals(now=now, until=until, organization_id=organization_id)
     return Preview(now, until, sorted(shown_reminders, key=lambda p: (p.at, p.invoice_id)), reminder_count,
-                   invoices[:PREVIEW_ROWS], len(invoices), charges)
+                   invoices[:PREVIEW_ROWS], len(invoices), charges, renewals[:PREVIEW_ROWS], len(renewals))

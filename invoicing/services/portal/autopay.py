@@ -3,23 +3,23 @@ their company's default saved card is charged for each invoice, on its due date 
 Turning autopay off (the contact; or staff, who can never turn it on) ends the consent and cancels what was
 scheduled; staff turning it off emails the contact who agreed.
 
-The charging itself belongs to the scheduler (a later issue). What it reads: `Client.autopay_enabled`, the
-active consent's `mode` (`active_consent`) and the default card (`default_card`: provider id and customer).
-It must re-check all three inside its lock right before each charge (DESIGN rule 4), and it plans its charges
-as ChargeAttempt rows that `cancel_scheduled_charges` can end (see there)."""
+The charging itself is the scheduler's (services/billing/charges.py): it reads `Client.autopay_enabled`, the
+active consent's `mode` and the default card, re-checked inside the invoice lock right before each charge
+(DESIGN rule 4); what it has scheduled (InvoiceAutopay rows) `cancel_scheduled_charges` ends."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from invoicing.extensions import db
 from invoicing.mail import enqueue, render_email, sender_for
-from invoicing.models import AUTOPAY_MODES, AutopayConsent, ChargeAttempt, Client, Contact, Invoice, PaymentMethod
+from invoicing.models import AUTOPAY_MODES, AutopayConsent, Client, Contact, PaymentMethod
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
+from invoicing.services.billing.autopay import cancel_for_client
 from invoicing.services.db import atomic
 from invoicing.services.site import Site
 
@@ -167,16 +167,9 @@ def turn_off(client_id: int, *, actor: Actor, now: datetime, organization_id: in
 
 
 def cancel_scheduled_charges(client_id: int, *, now: datetime) -> int:
-    """The scheduler's hook: cancel the client's planned, not yet sent autopay charges (SCHEDULED_ATTEMPTS),
-    in the caller's transaction. Nothing plans them yet (the scheduler issue will), so today this finds none."""
-    result = db.session.execute(
-        update(ChargeAttempt)
-        .where(ChargeAttempt.status.in_(SCHEDULED_ATTEMPTS),
-               ChargeAttempt.invoice_id.in_(select(Invoice.id).where(Invoice.client_id == client_id)))
-        .values(status="canceled", error_code="autopay_off", finished_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    """The scheduler's hook: cancel the client's scheduled autopay charges (services/billing/autopay.py), in the
+    caller's transaction (client row locked). A charge already at the provider is left to its answer."""
+    return cancel_for_client(client_id, reason="autopay_off", now=now)
 
 
 def _email_turned_off(client: Client, consent: AutopayConsent, *, site: Site, now: datetime) -> None:

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
 from invoicing.jobs import register
 from invoicing.models import (
+    AuditEvent,
     Client,
     Contact,
     Invoice,
@@ -45,6 +45,7 @@ from invoicing.models import (
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor
+from invoicing.services.billing.autopay import AutopayOutcome, on_autopay_outcome
 from invoicing.services.db import atomic
 from invoicing.services.site import Site
 from invoicing.services.subscriptions import billing, notices
@@ -644,7 +645,8 @@ def _unpaid_overdue(subscription: Subscription, now: datetime, paid_id: int) -> 
         or_(Invoice.id.in_(periods), Invoice.id.in_(changes))).limit(1)))
 
 
-def on_charge_outcome(outcome: Any) -> None:
+@on_autopay_outcome
+def on_charge_outcome(outcome: AutopayOutcome) -> None:
     """Autopay's outcome listener (services/billing/autopay.on_autopay_outcome), in its transaction: a failed
     charge makes the subscription past_due; the ladder's final failure cancels it or leaves it unpaid (the
     organization's setting); a success makes it active again."""
@@ -654,7 +656,7 @@ def on_charge_outcome(outcome: Any) -> None:
     subscription = lock(subscription_id, None)
     if subscription is None or subscription.status in FINAL:
         return
-    now = _now()
+    now = _outcome_time(outcome.invoice_id)
     if outcome.status == "succeeded" and subscription.status == "past_due":
         move(subscription, "active", actor=ACTOR, now=now, invoice_id=outcome.invoice_id)
     elif outcome.status in ("retry_scheduled", "failed") and subscription.status in ("active", "trialing"):
@@ -665,7 +667,10 @@ def on_charge_outcome(outcome: Any) -> None:
                     site=Site.from_config(current_app.config))
 
 
-def _now() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)
+def _outcome_time(invoice_id: int) -> datetime:
+    """When autopay recorded this outcome: its newest audit row on the invoice, written in this very
+    transaction (the outcome carries no time; the job's `now` is the time of its run)."""
+    at = db.session.scalar(select(func.max(AuditEvent.created_at)).where(
+        AuditEvent.object_type == "invoice", AuditEvent.object_id == invoice_id,
+        AuditEvent.action.like("autopay.%")))
+    return at or datetime.now(UTC)

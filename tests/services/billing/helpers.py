@@ -9,7 +9,8 @@ from flask import current_app
 from sqlalchemy import select
 
 from invoicing.extensions import db
-from invoicing.models import AuditEvent, Client, Invoice, OutboxEmail
+from invoicing.models import AuditEvent, Client, Invoice, OutboxEmail, PaymentMethod
+from invoicing.services.db import atomic
 from invoicing.services.site import Site
 from tests.conftest import make_invoice
 
@@ -57,3 +58,24 @@ def hours(start: datetime, end: datetime, step: timedelta = timedelta(hours=1)) 
         ticks.append(at)
         at += step
     return ticks
+
+
+def autopay_on(client: Client, *, provider: str = "sandbox", provider_id: str = "pm_sandbox_visa",
+               customer_id: str | None = "cus_sandbox", mode: str = "due_date", now: datetime | None = None,
+               last4: str = "4242", exp_year: int = 2034) -> PaymentMethod:
+    """Give the client a saved default card and turn autopay on with a contact's consent (the portal's services)."""
+    from invoicing.services.portal.autopay import CONSENT_VERSION, enable_autopay
+
+    now = now or utc(2026, 3, 1)
+    with atomic():
+        card = PaymentMethod(organization_id=client.organization_id, client_id=client.id, provider=provider,
+                             provider_id=provider_id, customer_id=customer_id, brand="visa", last4=last4,
+                             exp_month=12, exp_year=exp_year, created_at=now)
+        db.session.add(card)
+        stored = db.session.get(Client, client.id)
+        assert stored is not None
+        stored.autopay_payment_method = provider_id
+    contact = client.contacts[0]
+    enable_autopay(client.id, contact.id, mode=mode, text_version=CONSENT_VERSION, ip="203.0.113.9",
+                   provider=provider, now=now)
+    return card
