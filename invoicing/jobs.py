@@ -46,7 +46,7 @@ JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile"
                                 "invoicing.services.api.webhooks", "invoicing.services.api.events",
                                 "invoicing.services.api.idempotency",
                                 "invoicing.services.billing.reminders", "invoicing.services.billing.recurring",
-                                "invoicing.services.subscriptions.lifecycle")
+                                "invoicing.services.billing.charges", "invoicing.services.subscriptions.lifecycle")
 
 
 def load_jobs() -> dict[str, Job]:

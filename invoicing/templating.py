@@ -38,7 +38,9 @@ def _payments_mode() -> str:
     return payments_mode(current_app.config)
 
 
-def _date(value: date | None) -> str:
+def _date(value: date | str | None) -> str:
+    if isinstance(value, str):  # an ISO date or moment kept in an audit event's details
+        value = date.fromisoformat(value[:10]) if value else None
     return value.strftime("%b %-d, %Y") if value else ""
 
 

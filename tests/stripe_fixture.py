@@ -98,6 +98,16 @@ class StripeServer:
                         data={"status": status, "failure_reason": failure_reason})
         return json.loads(body)
 
+    def script_charges(self, payment_method_id: str, *outcomes: str) -> None:
+        """What the card's next off-session charges do, one outcome each: "succeeded" or a decline code
+        (insufficient_funds, generic_decline, lost_card, expired_card, authentication_required...)."""
+        self._ok("POST", f"/_config/payment_methods/{payment_method_id}/outcomes",
+                 json_body={"outcomes": list(outcomes)})
+
+    def count(self, kind: str = "payment_intents") -> int:
+        """How many objects of a kind the server holds (payment_intents, charges, refunds...)."""
+        return int(json.loads(self._ok("GET", "/_config/counts"))[kind])
+
     def checkout_url(self, session_id: str) -> str:
         return f"{self.base_url}/_config/checkout/{session_id}"
 

@@ -7,8 +7,11 @@ session gets a client_secret and no url, and the same page stands in for the for
 sends the customer to its return_url: localstripe's fake Stripe.js has no embedded checkout), Checkout in setup
 mode with a hosted save-a-card page (/_config/setup/{id}, built on localstripe's SetupIntent), Idempotency-Key
 replays, charge.refunded/refund.created events, refunds that fail later (POST /_config/refunds/{id}/fail, with
-Stripe's refund.updated/charge.refund.updated/refund.failed events), fault injection (/_config/faults) and a
-webhook sender with pause/drop/duplicates/delay. DELETE /_config/data resets everything but webhook registrations.
+Stripe's refund.updated/charge.refund.updated/refund.failed events), off-session declines shaped like Stripe's
+(402 card_error with decline_code, advice_code and the PaymentIntent; scripted per card with
+/_config/payment_methods/{id}/outcomes), object counts (/_config/counts), fault injection (/_config/faults,
+including delay_after: done, then answered late) and a webhook sender with pause/drop/duplicates/delay.
+DELETE /_config/data resets everything but webhook registrations.
 """
 import argparse
 import asyncio
@@ -539,6 +542,92 @@ async def refund_fail(request):
         emit('refund.failed', refund)
     return server.json_response(refund._export())
 
+# --------------------------------------------------------------------------- off-session declines
+# localstripe declines off-session charges only for a few cards, with a bare `card_declined` (no decline_code,
+# advice_code or payment_intent in the error) and answers 200 requires_action for 3D Secure cards. Stripe answers
+# 402 card_error with all of those, the PaymentIntent left in requires_payment_method with last_payment_error.
+# Here: the 3D Secure cards give authentication_required and the charge-declined cards generic_decline off-session,
+# and POST /_config/payment_methods/{id}/outcomes {"outcomes": ["insufficient_funds", "succeeded"]} scripts what
+# the next off-session charges of a card do (one outcome per charge; then back to the card's own behaviour).
+DECLINES = {  # decline_code -> (code, advice_code, message), as Stripe's test cards answer
+    'generic_decline': ('card_declined', 'try_again_later', 'Your card was declined.'),
+    'insufficient_funds': ('card_declined', 'try_again_later', 'Your card has insufficient funds.'),
+    'processing_error': ('processing_error', 'try_again_later',
+                         'An error occurred while processing your card. Try again in a little bit.'),
+    'do_not_honor': ('card_declined', None, 'Your card was declined.'),
+    'lost_card': ('card_declined', 'do_not_try_again', 'Your card was declined.'),
+    'stolen_card': ('card_declined', 'do_not_try_again', 'Your card was declined.'),
+    'expired_card': ('expired_card', 'confirm_card_data', 'Your card has expired.'),
+    'incorrect_number': ('incorrect_number', None, 'Your card number is incorrect.'),
+    'authentication_required': ('authentication_required', None,
+                                'Your card was declined. This transaction requires authentication.'),
+}
+SCRIPTS: dict[str, list[str]] = {}  # payment method id -> the outcomes of its next off-session charges
+
+
+class CardError(UserError):
+    def __init__(self, message, contents):
+        super().__init__(402, message, contents)
+        self.body['error']['type'] = 'card_error'
+
+
+def off_session_outcome(pm_id):
+    if SCRIPTS.get(pm_id):
+        return SCRIPTS[pm_id].pop(0)
+    pm = store.get('payment_method:' + pm_id) if pm_id else None
+    if pm is None or pm.type != 'card':
+        return None
+    if pm._requires_authentication():
+        return 'authentication_required'
+    return 'generic_decline' if pm._charging_is_declined() else None
+
+
+_pi_create = PaymentIntent._api_create.__func__
+_pi_error = PaymentIntent.last_payment_error
+
+
+def pi_create(cls, confirm=None, off_session=None, **data):
+    outcome = None
+    if resources.try_convert_to_bool(confirm) and resources.try_convert_to_bool(off_session):
+        outcome = off_session_outcome(data.get('payment_method'))
+    if outcome in (None, 'succeeded'):
+        return _pi_create(cls, confirm=confirm, off_session=off_session, **data)
+    if outcome not in DECLINES:
+        raise bad(f'unknown scripted outcome {outcome}')
+    intent = _pi_create(cls, **data)  # created, not confirmed
+    code, advice, message = DECLINES[outcome]
+    charge = Charge(amount=intent.amount, currency=intent.currency, customer=intent.customer,
+                    source=intent.payment_method, metadata=dict(intent.metadata))
+    charge.payment_intent, charge.status = intent.id, 'failed'
+    charge.failure_code, charge.failure_message = code, message
+    intent.latest_charge = charge  # -> status requires_payment_method
+    intent._error = {'type': 'card_error', 'code': code, 'decline_code': outcome, 'advice_code': advice,
+                     'message': message, 'charge': charge.id, 'payment_method': {'id': intent.payment_method,
+                                                                                 'object': 'payment_method'}}
+    emit('payment_intent.payment_failed', intent)
+    raise CardError(message, {**intent._error, 'payment_intent': intent._export()})
+
+
+PaymentIntent._api_create = classmethod(pi_create)
+PaymentIntent.last_payment_error = property(lambda self: getattr(self, '_error', None) or _pi_error.fget(self))
+
+
+async def script_outcomes(request):
+    data = await server.get_post_data(request) or {}
+    outcomes = list(data.get('outcomes') or [])
+    unknown = [o for o in outcomes if o != 'succeeded' and o not in DECLINES]
+    if unknown:
+        raise bad(f'unknown outcome {unknown[0]}; use succeeded or one of {", ".join(DECLINES)}', 'outcomes')
+    SCRIPTS[request.match_info['id']] = outcomes
+    return web.json_response({'payment_method': request.match_info['id'], 'outcomes': outcomes})
+
+
+async def counts(request):
+    """How many of each object the server holds (e.g. PaymentIntents: a test counts the charges made)."""
+    kinds = ('payment_intent', 'charge', 'refund', 'customer', 'payment_method')
+    return web.json_response({kind + 's': sum(1 for key in store if key.startswith(kind + ':')) for kind in kinds})
+
+
 # --------------------------------------------------------------------------- webhooks
 class WH:  # webhook delivery settings
     paused, duplicates, delay, generation = False, 0, 0.0, 0
@@ -611,7 +700,8 @@ def set_webhook_mode(mode):
 FAULTS: list[dict[str, Any]] = []
 # (api key, Idempotency-Key) -> 'in-flight' | (path, params hash, status, body)
 IDEMPOTENCY: dict[tuple[Any, str], Any] = {}
-CONTROL_PATHS = ('/_config/faults', '/_config/data', '/_config/webhooks', '/_config/health')
+CONTROL_PATHS = ('/_config/faults', '/_config/data', '/_config/webhooks', '/_config/health',
+                 '/_config/payment_methods', '/_config/counts')
 
 
 def error_json(status, type, message):
@@ -636,6 +726,7 @@ def drop_connection(request):
 async def launcher_middleware(request, handler):
     if request.method == 'DELETE' and request.path == '/_config/data':
         IDEMPOTENCY.clear()
+        SCRIPTS.clear()
         WH.held.clear()
         WH.generation += 1
     fault = take_fault(request)
@@ -676,6 +767,8 @@ async def launcher_middleware(request, handler):
         response.headers['Idempotency-Key'] = key[1]
     if mode == 'drop_after':
         drop_connection(request)
+    if mode == 'delay_after':  # done and remembered, but the answer is late (a client that gives up, or is killed)
+        await asyncio.sleep(fault['seconds'])
     return response
 
 
@@ -691,8 +784,8 @@ async def set_faults(request):
         if 'refunds_fail' in spec:
             REFUNDS.fail_next = int(spec['refunds_fail'])
         if 'mode' in spec:
-            if spec['mode'] not in ('error_500', 'drop_before', 'drop_after', 'delay'):
-                raise bad('mode must be error_500, drop_before, drop_after or delay', 'mode')
+            if spec['mode'] not in ('error_500', 'drop_before', 'drop_after', 'delay', 'delay_after'):
+                raise bad('mode must be error_500, drop_before, drop_after, delay or delay_after', 'mode')
             FAULTS.append({'path_prefix': spec.get('path_prefix', '/v1/'), 'mode': spec['mode'],
                            'method': str(spec.get('method', '*')).upper(), 'count': int(spec.get('count', 1)),
                            'seconds': float(spec.get('seconds', 1.0))})
@@ -739,6 +832,8 @@ ROUTES = (
     ('GET', '/_config/setup/{id}', setup_page),
     ('POST', '/_config/setup/{id}/save', setup_save),
     ('POST', '/_config/refunds/{id}/fail', refund_fail),
+    ('POST', '/_config/payment_methods/{id}/outcomes', script_outcomes),
+    ('GET', '/_config/counts', counts),
     ('GET', '/_config/faults', get_faults),
     ('POST', '/_config/faults', set_faults),
     ('DELETE', '/_config/faults', clear_faults),

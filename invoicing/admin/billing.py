@@ -1,5 +1,6 @@
 """The scheduler in the admin: the Scheduler page (jobs' health and the next 24 hours), the banner on every
-admin page when a job is late, the reminder settings, and the invoice's and client's reminder switches."""
+admin page when a job is late, the reminder settings, the invoice's and client's reminder switches, and the
+invoice's and client's autopay state (template globals)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from invoicing.auth import is_staff, role_required, staff_required
 from invoicing.models import Invoice, Organization
 from invoicing.services import queries
 from invoicing.services.audit import Actor
-from invoicing.services.billing import reminders, schedule_preview
+from invoicing.services.billing import autopay, reminders, schedule_preview
 from invoicing.services.settings import current_organization
 
 
@@ -41,6 +42,16 @@ def scheduler_alerts() -> list[schedule_preview.JobStatus]:
 @bp.app_template_global("invoice_reminders")
 def invoice_reminders(invoice: Invoice) -> reminders.InvoiceReminders:
     return reminders.invoice_reminders(invoice, now=_now())
+
+
+@bp.app_template_global("invoice_autopay")
+def invoice_autopay(invoice: Invoice) -> autopay.InvoiceAutopay | None:
+    return autopay.invoice_state(invoice.id)
+
+
+@bp.app_template_global("client_autopay")
+def client_autopay(client_id: int) -> autopay.ClientAutopay:
+    return autopay.client_autopay(client_id)
 
 
 @bp.get("/scheduler")

@@ -33,7 +33,14 @@ class GatewayError(Exception):
 
 
 class CardDeclined(GatewayError):
-    """The card was refused when charged (off-session); `code` is the decline code."""
+    """The card was refused when charged (off-session); `code` is the decline code, `advice_code` the issuer's
+    advice when the provider gives one (try_again_later, do_not_try_again, confirm_card_data)."""
+
+    def __init__(self, message: str, *, code: str | None = None, advice_code: str | None = None,
+                 payment_intent_id: str | None = None):
+        super().__init__(message, code=code)
+        self.advice_code = advice_code
+        self.payment_intent_id = payment_intent_id
 
 
 class SignatureError(Exception):
@@ -200,6 +207,7 @@ class ChargeResult:
     charge_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+    advice_code: str | None = None  # a decline's: do_not_try_again means never retry this card
 
 
 AmountConverter = Any  # Callable[[int, str], int]: provider units -> our minor units

@@ -82,7 +82,14 @@ CARDS = {c.number: c for c in (
     Card("4000000000000077", "Settles later (processing, then paid)", "later"),
 )}
 # Saved payment methods for off-session charges.
-PAYMENT_METHODS = {"pm_sandbox_visa": "success", "pm_sandbox_decline": "decline", "pm_sandbox_auth": "authenticate"}
+PAYMENT_METHODS = {"pm_sandbox_visa": "success", "pm_sandbox_decline": "decline", "pm_sandbox_auth": "authenticate",
+                   "pm_sandbox_lost": "lost"}
+# What an off-session charge of a saved card does when it does not succeed: (code, advice_code, message).
+DECLINES = {
+    "decline": ("card_declined", "try_again_later", "Your card was declined."),
+    "lost": ("lost_card", "do_not_try_again", "Your card was declined."),
+    "authenticate": ("authentication_required", None, "This payment needs the cardholder to authenticate."),
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ SETUP_CARDS = {c.number: c for c in (
     SetupCard("4242424242424242", "Saved; charges succeed", True),
     SetupCard("4000000000000341", "Saved; charges are declined later (to try a failed autopay)", True, "decline"),
     SetupCard("4000002500003155", "Saved; charges need the cardholder to authenticate", True, "authenticate"),
+    SetupCard("4000000000009987", "Saved; charges are refused as a lost card (autopay never retries it)", True, "lost"),
     SetupCard("4000000000000002", "Declined: not saved", False, message="Your card was declined."),
 )}
 
@@ -373,9 +381,9 @@ class SandboxGateway(Gateway):
             if outcome == "success":
                 self._succeed(intent, events)
             else:
-                code = "card_declined" if outcome == "decline" else "authentication_required"
-                self._fail(intent, code, "Your card was declined." if outcome == "decline"
-                           else "This payment needs the cardholder to authenticate.", events)
+                code, advice, message = DECLINES.get(outcome, DECLINES["decline"])
+                self._fail(intent, code, message, events)
+                intent["last_payment_error"]["advice_code"] = advice
             return intent
 
         intent = self._idempotent(f"offsession:{idempotency_key}", create)
@@ -384,7 +392,8 @@ class SandboxGateway(Gateway):
         if info.status != "succeeded":
             status = "requires_action" if info.failure_code == "authentication_required" else "failed"
             return ChargeResult(info.id, status, amount, currency, failure_code=info.failure_code,
-                                failure_message=info.failure_message)
+                                failure_message=info.failure_message,
+                                advice_code=(intent.get("last_payment_error") or {}).get("advice_code"))
         return ChargeResult(info.id, "succeeded", amount, currency, charge_id=info.charge_id)
 
     def parse_event(self, raw: bytes, signature: str | None) -> Event:

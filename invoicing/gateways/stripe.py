@@ -87,7 +87,10 @@ def _errors() -> Iterator[None]:
     except stripe.CardError as exc:
         error = exc.error
         code = (error.decline_code if error else None) or exc.code or "card_declined"
-        raise CardDeclined(exc.user_message or "The card was declined.", code=code) from None
+        intent = error.payment_intent if error else None
+        raise CardDeclined(exc.user_message or "The card was declined.", code=code,
+                           advice_code=getattr(error, "advice_code", None) if error else None,
+                           payment_intent_id=getattr(intent, "id", None) if intent else None) from None
     except stripe.IdempotencyError as exc:
         retryable = exc.http_status == 409  # a concurrent request with the same key is still in flight
         log.warning("stripe idempotency error: %s", exc.user_message)
@@ -219,8 +222,9 @@ class StripeGateway(Gateway):
                     params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
         except CardDeclined as exc:
             status = "requires_action" if exc.code == "authentication_required" else "failed"
-            return ChargeResult(payment_intent_id=None, status=status, amount=amount, currency=currency,
-                                failure_code=exc.code, failure_message=exc.message)
+            return ChargeResult(payment_intent_id=exc.payment_intent_id, status=status, amount=amount,
+                                currency=currency, failure_code=exc.code, failure_message=exc.message,
+                                advice_code=exc.advice_code)
         info = payment_intent_from(intent.to_dict(), _to_minor)
         status = info.status if info.status in ("succeeded", "processing", "requires_action") else "failed"
         return ChargeResult(payment_intent_id=info.id, status=status, amount=amount, currency=currency,

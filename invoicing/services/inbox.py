@@ -39,6 +39,7 @@ from invoicing.models import CheckoutGroup, Invoice, Payment, Refund, WebhookEve
 from invoicing.services import DomainError, NotFound
 from invoicing.services.attention import open_case
 from invoicing.services.audit import Actor, record
+from invoicing.services.billing import charges
 from invoicing.services.checkout import (
     COUNTED,
     WEBHOOK_ACTOR,
@@ -243,6 +244,8 @@ INTENT_STATUS = {"payment_intent.succeeded": "succeeded", "payment_intent.proces
 def _on_payment_intent(event: Event, ctx: Context) -> str:
     intent = event.payment_intent()
     status = INTENT_STATUS[event.type]
+    if charges.is_autopay(intent.metadata):  # an off-session autopay charge: its attempt records it
+        return charges.apply_intent_event(intent, status=status, now=ctx.now, gateway=ctx.gateway, site=ctx.site)
     failed = status == "failed"
     if is_group(intent.metadata):
         group = group_for(intent.metadata)

@@ -29,6 +29,7 @@ from invoicing.gateways.base import Gateway, GatewayError
 from invoicing.jobs import register
 from invoicing.models import CheckoutGroup, CheckoutSession, Invoice, OutboxEmail, Payment, not_archived
 from invoicing.services.audit import Actor
+from invoicing.services.billing.charges import settle_pending
 from invoicing.services.checkout import (
     COUNTED,
     PROVIDER_METHODS,
@@ -61,12 +62,14 @@ class Report:
     payments: int = 0
     events: int = 0
     receipts: int = 0
+    charges: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self, dry_run: bool) -> str:
         verb = "would look at" if dry_run else "looked at"
         text = (f"reconcile {verb} {self.sessions} checkout session(s), {self.payments} processing payment(s), "
-                f"{self.events} inbox event(s); queued {self.receipts} missing receipt(s)")
+                f"{self.events} inbox event(s); queued {self.receipts} missing receipt(s); settled {self.charges} "
+                "autopay attempt(s)")
         return text + (f"; {len(self.errors)} error(s): " + "; ".join(self.errors[:5]) if self.errors else "")
 
 
@@ -77,6 +80,8 @@ def reconcile(*, gateway: Gateway, site: Site, now: datetime, dry_run: bool = Fa
     _processing(report, gateway=gateway, site=site, now=now, dry_run=dry_run)
     _events(report, gateway=gateway, site=site, now=now, dry_run=dry_run)
     _receipts(report, site=site, now=now, dry_run=dry_run)
+    if not dry_run:  # autopay attempts whose answer was lost: replayed with the same key (billing/charges.py)
+        report.charges = settle_pending(now=now, gateway=gateway, site=site)
     return report
 
 

@@ -366,3 +366,40 @@ def test_credit_is_before_tax_and_never_takes_a_total_below_zero():
     totals = compute_totals([LineInput(li.quantity, li.unit_price, li.tax_rate) for li in lines_]
                             + [LineInput(Decimal(1), -credit, rate)])
     assert (credit, totals.total) == (5, 0)  # 6 would leave -6 - 0.6 -> -7 of tax rounding: total -1
+
+
+def test_staff_migrate_a_subscriber_to_a_new_price_from_the_period_end(world):
+    from invoicing.models import PlanPrice
+
+    org = world.org_a
+    plan = make_plan(org, "Care", prices=(("USD", 5000, "month", 1),))
+    other = make_plan(org, "Other", prices=(("USD", 9000, "month", 1),))
+    sub = subscribe(world.client_a, plan.prices[0], now=utc(2026, 3, 1, 15))
+    with atomic():  # the price changed: a new row, the old one archived (plans.py)
+        old = db.session.get(PlanPrice, plan.prices[0].id)
+        old.archived_at = utc(2026, 3, 5)
+        new = PlanPrice(plan_id=plan.id, currency="USD", amount=5500, interval_unit="month", interval_count=1)
+        db.session.add(new)
+    staff = Actor.user(world.alice)
+    with pytest.raises(DomainError, match="Migrate to a price of Care"):
+        changes.migrate_price(sub.id, org.id, price_id=other.prices[0].id, request_key=None, actor=staff,
+                              now=utc(2026, 3, 6), site=site())
+    done = changes.migrate_price(sub.id, org.id, price_id=new.id, request_key="m-1", actor=staff,
+                                 now=utc(2026, 3, 6, 15), site=site())
+    again = changes.migrate_price(sub.id, org.id, price_id=new.id, request_key="m-1", actor=staff,
+                                  now=utc(2026, 3, 6, 15), site=site())
+    assert again.id == done.id
+    assert (done.kind, done.status, done.effective_on, done.credit, done.charge) == (
+        "migration", "scheduled", date(2026, 4, 1), 0, 0)
+    assert events("subscription.migrated", sub.id)[0].details["amount"] == 5500
+    assert emails("subscription")[-1].subject == "Your Care price changes on April 1, 2026"
+    assert lifecycle.next_invoice_preview(fresh(sub), now=utc(2026, 3, 7)) == (date(2026, 4, 1), 5500)
+    renew(utc(2026, 4, 1, 13))
+    assert (fresh(sub).price_id, period_invoices(sub)[-1].total) == (new.id, 5500)
+    assert db.session.get(SubscriptionChange, done.id).status == "applied"
+
+
+def test_the_public_sign_up_sends_its_own_welcome(world):
+    plan = make_plan(world.org_a, "Care", prices=(("USD", 5000, "month", 1),), trial_days=7)
+    subscribe(world.client_a, plan.prices[0], now=utc(2026, 3, 1, 15), signup_key="form-9")
+    assert emails("subscription") == []  # signup.py queues the welcome with its sign-in link

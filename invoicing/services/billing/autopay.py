@@ -276,6 +276,7 @@ def charges_preview(*, now: datetime, until: datetime, organization_id: int | No
             for state, number, client_name, due, currency, card in db.session.execute(query)]
 
 
-__all__ = ["ACTOR", "MAX_ATTEMPTS", "RETRY_DAYS", "AutopayOutcome", "PlannedCharge", "autopay_pending",
+__all__ = ["ACTOR", "MAX_ATTEMPTS", "RETRY_DAYS", "AutopayOutcome", "ClientAutopay", "InvoiceAutopay", "PlannedCharge",
+           "autopay_pending",
            "autopay_pending_clause", "cancel_for_client", "cancel_invoice", "charges_preview", "emit",
            "on_autopay_outcome", "schedule_invoice"]

@@ -31,12 +31,13 @@ from invoicing.services.db import atomic
 from invoicing.services.invoices import LineData
 from invoicing.services.site import Site
 from invoicing.services.subscriptions import billing, notices
-from invoicing.services.subscriptions.core import audit, locked, period_end, price_label, today
+from invoicing.services.subscriptions.core import FINAL, audit, locked, period_end, price_label, today
 from invoicing.services.subscriptions.lifecycle import _drop_pending, check_quantity
 from invoicing.services.subscriptions.proration import Proration, compare_cost, months, prorate
 from invoicing.services.totals import LineInput, compute_totals
 
-__all__ = ["ChangePreview", "cancel_pending_change", "change_subscription", "credit_balance", "preview_change"]
+__all__ = ["ChangePreview", "cancel_pending_change", "change_subscription", "credit_balance", "migrate_price",
+           "preview_change"]
 
 credit_balance = billing.credit_balance
 
@@ -263,3 +264,60 @@ def cancel_pending_change(subscription_id: int, organization_id: int | None, *, 
                            f"The scheduled change was canceled: you keep "
                            f"{price_label(subscription.price, subscription.quantity)}."], now=now, site=site)
     return subscription
+
+
+def migrate_price(subscription_id: int, organization_id: int | None, *, price_id: int, request_key: str | None,
+                  actor: Actor, now: datetime, site: Site) -> SubscriptionChange:
+    """Staff move a subscriber to a new price of the same plan (plans.migrate_subscribers, after a price
+    changed): no proration, from the current period's end (the renewal bills the new price), audited
+    "subscription.migrated" and the client emailed. Allowed from an archived price and while trialing, active,
+    past_due or paused. The same request_key twice returns the first change."""
+    if request_key is not None and (done := _by_key(request_key, subscription_id)) is not None:
+        return done
+    try:
+        with atomic():
+            subscription = locked(subscription_id, organization_id)
+            change = _migrate(subscription, price_id, request_key=request_key, actor=actor, now=now, site=site)
+    except IntegrityError:
+        if request_key is not None and (done := _by_key(request_key, subscription_id)) is not None:
+            return done
+        raise
+    return change
+
+
+def _migrate(subscription: Subscription, price_id: int, *, request_key: str | None, actor: Actor, now: datetime,
+             site: Site) -> SubscriptionChange:
+    if subscription.status in FINAL:
+        raise DomainError(f"This subscription is {subscription.status}: there is nothing to migrate.")
+    price = db.session.get(PlanPrice, price_id)
+    if price is None or price.plan.organization_id != subscription.organization_id:
+        raise NotFound("Price not found.")
+    if price.plan_id != subscription.plan_id or price.currency != subscription.currency:
+        raise DomainError(f"Migrate to a price of {subscription.plan.name} in {subscription.currency}.")
+    if price.archived_at is not None:
+        raise DomainError("That price is archived: migrate to the plan's current price.")
+    if price.id == subscription.price_id:
+        raise DomainError("This subscription already has that price.")
+    if subscription.pending_price_id not in (None, price.id):
+        raise DomainError("Another plan change is scheduled for this subscription's period end.")
+    old = subscription.price
+    effective = subscription.current_period_end
+    change = SubscriptionChange(
+        subscription_id=subscription.id, kind="migration", from_price_id=old.id, to_price_id=price.id,
+        from_quantity=subscription.quantity, to_quantity=subscription.quantity, status="scheduled",
+        effective_on=effective, credit=0, charge=0, request_key=request_key, actor_type=actor.type,
+        actor_label=actor.label, created_at=now)
+    db.session.add(change)
+    db.session.flush()
+    subscription.pending_price_id = price.id
+    subscription.updated_at = now
+    audit(subscription, "migrated", actor=actor, now=now, change_id=change.id, from_price_id=old.id,
+          price_id=price.id, from_amount=old.amount, amount=price.amount, effective_on=effective.isoformat())
+    before, after = price_label(old, subscription.quantity), price_label(price, subscription.quantity)
+    notices.notify(subscription, f"migrated:{change.id}", subject=f"Your {subscription.plan.name} price changes on "
+                   f"{notices.day(effective)}", paragraphs=[
+                       f"The price of your subscription changes from {before} to {after} on "
+                       f"{notices.day(effective)}, when the current period ends. Nothing changes before then; "
+                       "you can change or cancel your subscription from the client portal."],
+                   rows=[("Before", before), ("From " + notices.day(effective), after)], now=now, site=site)
+    return change

@@ -98,7 +98,8 @@ def create_subscription(organization_id: int, *, client_id: int, price_id: int, 
     """Put a client on a price. With a trial (None: the plan's trial days; 0: none) it is `trialing` and the
     first invoice comes at the trial's end; without, the first period's invoice is issued now (due at once and
     charged by autopay when `charge_now`, else due after the organization's payment terms). `signup_key` (the
-    sign-up form's token): the same key twice returns the same subscription."""
+    sign-up form's token): the same key twice returns the same subscription; with it, no "subscribed" email
+    (the sign-up page sends its own welcome)."""
     if signup_key is not None and (existing := _by_signup_key(signup_key, organization_id)) is not None:
         return existing
     try:
@@ -167,6 +168,8 @@ def _create(organization_id: int, *, client_id: int, price_id: int, quantity: in
                      f"{format_money(issued.invoice.total, issued.invoice.currency)}"))
         paragraphs = [f"Your subscription to {plan.name} has started. Your first invoice is on its way."]
     rows.append(("Renews on", notices.day(subscription.current_period_end)))
+    if signup_key is not None:  # the public sign-up sends its own welcome email (services/subscriptions/signup.py)
+        return subscription
     notices.notify(subscription, "created", subject=f"Your subscription to {plan.name}", paragraphs=paragraphs,
                    rows=rows, now=now, site=site)
     return subscription
@@ -441,13 +444,15 @@ def renew_due(*, now: datetime, site: Site, organization_id: int | None = None) 
                 report.ended += 1
                 break
             report.invoiced += 1
+            if done == "invoiced":  # the next period is not due yet: no need to look again
+                break
     report.past_due = mark_past_due(now=now, organization_id=organization_id)
     return report
 
 
 def renew_one(subscription_id: int, *, now: datetime, site: Site) -> str | None:
-    """The subscription's next period if its time has come: "invoiced", "ended", or None (nothing to do, or
-    another scheduler holds it or made this period)."""
+    """The subscription's next period if its time has come: "invoiced", "invoiced_more" (the period after is
+    due too: a catch-up), "ended", or None (nothing to do, or another scheduler holds it or made this period)."""
     try:
         with atomic():
             subscription = lock(subscription_id, None, skip_locked=True)
@@ -464,10 +469,11 @@ def renew_one(subscription_id: int, *, now: datetime, site: Site) -> str | None:
                 _cancel_now(subscription, reason="the client is archived", actor=ACTOR, now=now, site=site)
                 return "ended"
             _renew(subscription, start, now=now, site=site)
+            more = moment(organization, subscription.current_period_end) <= now
     except IntegrityError:  # another process invoiced this very period a moment ago: done, once
         log.info("subscription %s: period already invoiced by another process", subscription_id)
         return None
-    return "invoiced"
+    return "invoiced_more" if more else "invoiced"
 
 
 def _renew(subscription: Subscription, start: date, *, now: datetime, site: Site) -> None:
