@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from invoicing.admin import bp
-from invoicing.admin.subscription_forms import PlanForm
+from invoicing.admin.subscription_forms import MigrateForm, PlanForm
 from invoicing.auth import staff_required
 from invoicing.models import Organization, Plan
 from invoicing.rendering import go, render
@@ -98,6 +98,7 @@ def edit_plan(plan_id: int) -> ResponseReturnValue:
 def plan(plan_id: int) -> str:
     plan = _plan(plan_id)
     return render("admin/plan.html", None, plan=plan, counts=plans.subscriber_counts(plan.id),
+                  moving=plans.moving_counts(plan.id),
                   describe=plans.describe_price, targets=lambda old: plans.migration_targets(plan, old),
                   current=plans.current_prices(plan),
                   signup_url=Site.from_config(current_app.config).url(f"/subscribe/{plan.slug}", plan.organization))
@@ -117,4 +118,24 @@ def archive_plan(plan_id: int) -> ResponseReturnValue:
         return go(url_for("admin.plan", plan_id=plan_id))
     flash(f"“{plan.name}” is {'open for new subscribers again' if restore else 'archived: no new subscribers'}"
           f"{'' if restore else '; its subscribers keep billing'}.", "success")
+    return go(url_for("admin.plan", plan_id=plan.id))
+
+
+@bp.post("/plans/<int:plan_id>/prices/<int:price_id>/migrate")
+@staff_required
+def migrate_price(plan_id: int, price_id: int) -> ResponseReturnValue:
+    plan = _plan(plan_id)
+    form = MigrateForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        report = plans.migrate_subscribers(plan.id, plan.organization_id, from_price_id=price_id,
+                                           to_price_id=form.to_price_id.data, actor=_actor(), now=_now(),
+                                           site=Site.from_config(current_app.config))
+    except NotFound:
+        raise
+    except DomainError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(report.message, "success" if not report.failed else "warning")
     return go(url_for("admin.plan", plan_id=plan.id))

@@ -18,11 +18,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from invoicing.extensions import db
-from invoicing.models import PLAN_INTERVAL_UNITS, Organization, Plan, PlanPrice, Subscription
+from invoicing.models import PLAN_INTERVAL_UNITS, Client, Organization, Plan, PlanPrice, Subscription
 from invoicing.money import MAX_AMOUNT, MoneyError, check_currency, format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic, begin_write
+from invoicing.services.site import Site
+from invoicing.services.subscriptions import changes
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
@@ -210,6 +212,16 @@ def subscriber_counts(plan_id: int) -> dict[int, int]:
     return {int(price_id): int(n) for price_id, n in rows}
 
 
+def moving_counts(plan_id: int) -> dict[int, int]:
+    """Per price: subscribers already scheduled to leave it at their period end (a migration or a plan change)."""
+    rows = db.session.execute(
+        select(Subscription.price_id, func.count()).where(Subscription.plan_id == plan_id,
+                                                          Subscription.status.in_(LIVE),
+                                                          Subscription.pending_price_id.is_not(None))
+        .group_by(Subscription.price_id)).all()
+    return {int(price_id): int(n) for price_id, n in rows}
+
+
 def migration_targets(plan: Plan, old: PlanPrice) -> list[PlanPrice]:
     """The plan's current prices an archived price's subscribers can move to: same currency."""
     return [p for p in current_prices(plan) if p.currency == old.currency and p.id != old.id]
@@ -322,3 +334,53 @@ def archive_plan(plan_id: int, organization_id: int | None, *, restore: bool = F
         record("plan.restored" if restore else "plan.archived", plan, actor=actor, now=now,
                details={"subscribers": sum(subscriber_counts(plan.id).values())})
     return plan
+
+
+@dataclass
+class MigrationReport:
+    moved: int = 0
+    already: int = 0  # scheduled by an earlier run
+    failed: list[str] = field(default_factory=list)  # "client: why", one per subscription the engine refused
+
+    @property
+    def message(self) -> str:
+        text = (f"{self.moved} subscriber(s) move to the new price at their period end; each client was emailed."
+                if self.moved else "No subscriber was moved.")
+        if self.already:
+            text += f" {self.already} already moving."
+        if self.failed:
+            text += f" Not moved: {'; '.join(self.failed[:10])}" + (" …" if len(self.failed) > 10 else "")
+        return text
+
+
+def migrate_subscribers(plan_id: int, organization_id: int | None, *, from_price_id: int, to_price_id: int,
+                        actor: Actor, now: datetime, site: Site) -> MigrationReport:
+    """Move every subscriber still billing at an earlier price of the plan to one of its current prices, from
+    their current period's end (no proration): the engine's `changes.migrate_price`, one transaction per
+    subscription, each audited ("subscription.migrated") and its client emailed. A re-run moves only those not
+    moved yet (request_key per subscription and price)."""
+    plan = get_plan(plan_id, organization_id)
+    old = next((p for p in plan.prices if p.id == from_price_id), None)
+    if old is None:
+        raise NotFound("Price not found.")
+    if old.archived_at is None:
+        raise DomainError("Subscribers are moved off an earlier price; this one is still offered.")
+    if not any(p.id == to_price_id for p in migration_targets(plan, old)):
+        raise DomainError(f"Choose one of the plan's current {old.currency} prices.")
+    rows = db.session.execute(select(Subscription.id, Subscription.pending_price_id, Client.name).join(Client).where(
+        Subscription.price_id == old.id, Subscription.status.in_(LIVE)).order_by(Subscription.id)).all()
+    db.session.rollback()  # end the read: each move is its own transaction
+    report = MigrationReport()
+    for subscription_id, pending, client_name in rows:
+        if pending == to_price_id:
+            report.already += 1
+            continue
+        try:
+            changes.migrate_price(subscription_id, plan.organization_id, price_id=to_price_id,
+                                  request_key=f"migrate:{subscription_id}:{to_price_id}", actor=actor, now=now,
+                                  site=site)
+        except DomainError as exc:
+            report.failed.append(f"{client_name}: {exc}")
+        else:
+            report.moved += 1
+    return report
