@@ -98,7 +98,7 @@ def edit_plan(plan_id: int) -> ResponseReturnValue:
 def plan(plan_id: int) -> str:
     plan = _plan(plan_id)
     return render("admin/plan.html", None, plan=plan, counts=plans.subscriber_counts(plan.id),
-                  moving=plans.moving_counts(plan.id),
+                  moving=plans.moving_counts(plan.id), tax=plans.tax_percent(plan.tax_rate_milli),
                   describe=plans.describe_price, targets=lambda old: plans.migration_targets(plan, old),
                   current=plans.current_prices(plan),
                   signup_url=Site.from_config(current_app.config).url(f"/subscribe/{plan.slug}", plan.organization))

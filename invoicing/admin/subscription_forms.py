@@ -26,7 +26,14 @@ from wtforms.validators import DataRequired, Length, ValidationError
 from invoicing.admin.forms import currency_choices
 from invoicing.models import MILLI, PLAN_INTERVAL_UNITS, Plan
 from invoicing.money import MoneyError, format_plain, parse_amount
-from invoicing.services.subscriptions.plans import MAX_DESCRIPTION, MAX_NAME, MAX_TRIAL_DAYS, PlanData, PriceData
+from invoicing.services.subscriptions.plans import (
+    MAX_DESCRIPTION,
+    MAX_NAME,
+    MAX_TRIAL_DAYS,
+    PlanData,
+    PriceData,
+    tax_percent,
+)
 
 BLANK_PRICES = 1  # empty price rows offered under the filled ones (no JavaScript needed to add one)
 INTERVAL_LABELS = {"month": "months", "year": "years"}
@@ -117,7 +124,7 @@ class PlanForm(FlaskForm):
         data: dict[str, Any] = {"prices": rows}
         if plan is not None:
             data.update(name=plan.name, description=plan.description, trial_days=str(plan.trial_days),
-                        tax_rate=f"{(Decimal(plan.tax_rate_milli) / MILLI).normalize():f}", per_seat=plan.per_seat,
+                        tax_rate=tax_percent(plan.tax_rate_milli), per_seat=plan.per_seat,
                         public=plan.public, slug=plan.slug)
         codes = [p["currency"] for p in rows]
         return cls(formdata=formdata, data=data, currencies=currency_choices(*codes, default_currency))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -80,6 +81,11 @@ class SavedPlan:
 def describe_interval(unit: str, count: int) -> str:
     """"month", "year", "3 months"."""
     return unit if count == 1 else f"{count} {unit}s"
+
+
+def tax_percent(milli: int) -> str:
+    """8875 -> "8.875", 0 -> "0": the tax rate as staff type it."""
+    return f"{(Decimal(milli) / 1000).normalize():f}"
 
 
 def describe_price(price: PlanPrice, *, per_seat: bool = False) -> str:
