@@ -180,7 +180,7 @@ def test_upgrade_mid_period_in_usd_by_hand(world):
     invoice = db.session.get(Invoice, done.invoice_id)
     assert lines(invoice) == [("Unused time on Basic, $30.00 per month (22 of 31 days)", -2129, -189),
                               ("Pro, $90.00 per month: 2026-03-10 to 2026-03-31 (22 of 31 days)", 6387, 567)]
-    assert (invoice.status, invoice.total, invoice.due_date) == ("open", 4636, date(2026, 3, 10))
+    assert (invoice.status, invoice.total, invoice.due_date) == ("open", 4636, date(2026, 4, 9))  # no card: 30 days
     sub = fresh(sub)
     assert (sub.price_id, sub.plan_id, sub.current_period_end) == (pro.prices[0].id, pro.id, date(2026, 4, 1))
     assert renew(utc(2026, 4, 1, 13)).invoiced == 1

@@ -222,7 +222,8 @@ def _settle(subscription: Subscription, change: SubscriptionChange, planned: _Pl
     if net == 0:
         return None
     local = planned.effective_on
-    invoice = billing.make_invoice(subscription, list(planned.lines), issue=local, due=local, now=now)
+    invoice = billing.make_invoice(subscription, list(planned.lines), issue=local,
+                                   due=billing.due_date(subscription, local), now=now)
     change.invoice_id = invoice.id
     if planned.new_period_end is not None:  # the new period is this invoice's
         db.session.add(SubscriptionPeriod(subscription_id=subscription.id, period_start=local,
