@@ -179,15 +179,14 @@ def upgrade():
     with op.batch_alter_table('subscription_change', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_subscription_change_invoice_id'), ['invoice_id'], unique=False)
 
-    with op.batch_alter_table('organization', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('subscription_unpaid', sa.String(length=12), server_default='cancel',
-                                      nullable=False))
+    # A plain ADD COLUMN (SQLite too): a batch copy of organization would break the rows that reference it.
+    op.add_column('organization', sa.Column('subscription_unpaid', sa.String(length=12), server_default='cancel',
+                                            nullable=False))
 
 
 
 def downgrade():
-    with op.batch_alter_table('organization', schema=None) as batch_op:
-        batch_op.drop_column('subscription_unpaid')
+    op.execute('ALTER TABLE organization DROP COLUMN subscription_unpaid')  # SQLite 3.35+ and PostgreSQL
 
     with op.batch_alter_table('subscription_change', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_subscription_change_invoice_id'))

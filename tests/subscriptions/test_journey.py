@@ -58,10 +58,10 @@ def test_a_subscription_through_its_life(world, stripe_app, smtp, time_machine):
     contact = world.client_a.contacts[0]
     card = stripe_card(stripe_app, world.client_a, now=utc(2026, 3, 10, 14))
 
-    # Sign-up with a 14-day trial on March 10 (as the public sign-up page does it).
+    # Signed up by staff with a 14-day trial on March 10 (the public page's sign-up makes the same call).
     now = at(time_machine, 2026, 3, 10, 15)
     sub = lifecycle.create_subscription(org.id, client_id=world.client_a.id, price_id=basic.prices[0].id,
-                                        contact_id=contact.id, signup_key="signup-1", actor=Actor.contact(contact),
+                                        contact_id=contact.id, signup_key="staff:1", actor=Actor.user(world.alice),
                                         now=now, site=site())
     assert (sub.status, sub.trial_end) == ("trialing", date(2026, 3, 24))
     assert inbox(smtp, now) == ["Your subscription to Basic"]

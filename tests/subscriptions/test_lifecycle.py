@@ -21,7 +21,7 @@ from invoicing.services.db import atomic
 from invoicing.services.payments import record_manual_payment
 from invoicing.services.subscriptions import changes, lifecycle
 from invoicing.services.subscriptions.billing import CREDIT_LINE
-from tests.conftest import SYSTEM, make_client
+from tests.conftest import SYSTEM, login, make_client
 from tests.services.billing.helpers import emails, events, site, utc
 from tests.subscriptions.helpers import credits, fresh, make_plan, moves, period_invoices, subscribe
 
@@ -340,12 +340,16 @@ def test_changes_are_refused_while_they_cannot_apply(world):
 # --- the job, its command, the Scheduler page's preview ------------------------------------------------
 
 
-def test_the_command_lists_then_renews(world, runner, time_machine):
+def test_the_command_lists_then_renews(client, world, runner, time_machine):
     assert "subscriptions" in runner.invoke(args=["billing", "--help"]).output
     plan = make_plan(world.org_a, "Care", prices=(("USD", 5000, "month", 1),))
     subscribe(world.client_a, plan.prices[0], now=utc(2026, 3, 1, 15))
     preview = next_hours(now=utc(2026, 3, 31, 14), organization_id=world.org_a.id)
     assert [(r.plan_name, r.period_start, r.amount) for r in preview.renewals] == [("Care", date(2026, 4, 1), 5000)]
+    time_machine.move_to(utc(2026, 3, 31, 14), tick=False)
+    login(client, world.alice)  # the Scheduler page lists it among the next 24 hours' work
+    page = client.get("/admin/scheduler").text
+    assert "Subscriptions to renew (1)" in page and "Care" in page and "$50.00" in page
     time_machine.move_to(utc(2026, 4, 1, 14), tick=False)
     dry = runner.invoke(args=["billing", "subscriptions", "--dry-run"])
     assert "would renew 1 subscription(s)" in dry.output and "Care (Client A): period from 2026-04-01" in dry.output
@@ -401,5 +405,12 @@ def test_staff_migrate_a_subscriber_to_a_new_price_from_the_period_end(world):
 
 def test_the_public_sign_up_sends_its_own_welcome(world):
     plan = make_plan(world.org_a, "Care", prices=(("USD", 5000, "month", 1),), trial_days=7)
-    subscribe(world.client_a, plan.prices[0], now=utc(2026, 3, 1, 15), signup_key="form-9")
+    contact = world.client_a.contacts[0]
+    lifecycle.create_subscription(world.org_a.id, client_id=world.client_a.id, price_id=plan.prices[0].id,
+                                  contact_id=contact.id, signup_key="form-9", actor=Actor.contact(contact),
+                                  now=utc(2026, 3, 1, 15), site=site())
     assert emails("subscription") == []  # signup.py queues the welcome with its sign-in link
+    lifecycle.create_subscription(world.org_a.id, client_id=world.client_a.id, price_id=plan.prices[0].id,
+                                  signup_key="staff:form-10", actor=Actor.user(world.alice),
+                                  now=utc(2026, 3, 1, 15), site=site())
+    assert [e.subject for e in emails("subscription")] == ["Your subscription to Care"]  # staff's: confirmed

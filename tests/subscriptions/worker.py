@@ -11,14 +11,37 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from typing import Any
 
 from invoicing import create_app
 from invoicing.extensions import db
 from invoicing.gateways import get_gateway
+from invoicing.gateways.base import Gateway
 from invoicing.jobs import load_jobs, run_job
 from invoicing.services.billing.charges import process_due
 from invoicing.services.site import Site
 from invoicing.services.subscriptions.lifecycle import renew_due
+
+
+def run_ticks(ticks: list[datetime], *, site: Site, gateway: Gateway) -> dict[str, Any]:
+    """Every tick: the two jobs through their leases, then both sweeps directly (inside an app context)."""
+    errors: list[str] = []
+    leases: dict[str, bool] = {}
+    load_jobs()
+    for tick in ticks:
+        for job in ("subscriptions", "process-recurring-charges"):
+            try:
+                leases[f"{job}@{tick.isoformat()}"] = run_job(job, now=tick) is not None
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                errors.append(f"{job} {tick}: {exc.__class__.__name__}: {exc}")
+            db.session.remove()
+        try:
+            errors += renew_due(now=tick, site=site).errors
+            errors += process_due(now=tick, gateway=gateway, site=site).errors
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            errors.append(f"direct {tick}: {exc.__class__.__name__}: {exc}")
+        db.session.remove()
+    return {"errors": errors, "leases": leases}
 
 
 def main() -> None:
@@ -26,26 +49,10 @@ def main() -> None:
         sys.argv[3])
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test-secret-key-" + "x" * 32, "TESTING": True,
                       "BASE_URL": "http://billing.test", "MAIL_SERVER": None, **stripe})
-    errors: list[str] = []
-    leases: dict[str, bool] = {}
     with app.app_context():
-        load_jobs()
-        site, gateway = Site.from_config(app.config), get_gateway(app.config)
-        for tick in ticks:
-            for job in ("subscriptions", "process-recurring-charges"):
-                try:
-                    leases[f"{job}@{tick.isoformat()}"] = run_job(job, now=tick) is not None
-                except Exception as exc:  # noqa: BLE001 - reported to the test
-                    errors.append(f"{job} {tick}: {exc.__class__.__name__}: {exc}")
-                db.session.remove()
-            try:
-                errors += renew_due(now=tick, site=site).errors
-                errors += process_due(now=tick, gateway=gateway, site=site).errors
-            except Exception as exc:  # noqa: BLE001 - reported to the test
-                errors.append(f"direct {tick}: {exc.__class__.__name__}: {exc}")
-            db.session.remove()
+        result = run_ticks(ticks, site=Site.from_config(app.config), gateway=get_gateway(app.config))
         db.engine.dispose()
-    print(json.dumps({"errors": errors, "leases": leases}))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

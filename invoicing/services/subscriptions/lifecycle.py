@@ -98,8 +98,8 @@ def create_subscription(organization_id: int, *, client_id: int, price_id: int, 
     """Put a client on a price. With a trial (None: the plan's trial days; 0: none) it is `trialing` and the
     first invoice comes at the trial's end; without, the first period's invoice is issued now (due at once and
     charged by autopay when `charge_now`, else due after the organization's payment terms). `signup_key` (the
-    sign-up form's token): the same key twice returns the same subscription; with it, no "subscribed" email
-    (the sign-up page sends its own welcome)."""
+    sign-up form's token): the same key twice returns the same subscription; with it and a non-staff actor (the
+    public sign-up page, which sends its own welcome), no "subscribed" email."""
     if signup_key is not None and (existing := _by_signup_key(signup_key, organization_id)) is not None:
         return existing
     try:
@@ -168,7 +168,7 @@ def _create(organization_id: int, *, client_id: int, price_id: int, quantity: in
                      f"{format_money(issued.invoice.total, issued.invoice.currency)}"))
         paragraphs = [f"Your subscription to {plan.name} has started. Your first invoice is on its way."]
     rows.append(("Renews on", notices.day(subscription.current_period_end)))
-    if signup_key is not None:  # the public sign-up sends its own welcome email (services/subscriptions/signup.py)
+    if signup_key is not None and actor.type != "user":  # the public sign-up sends its own welcome (signup.py)
         return subscription
     notices.notify(subscription, "created", subject=f"Your subscription to {plan.name}", paragraphs=paragraphs,
                    rows=rows, now=now, site=site)
