@@ -54,51 +54,38 @@ def months_in(unit: str, count: int) -> int:
     return count * (12 if unit == "year" else 1)
 
 
-def monthly(amount: int, quantity: int, unit: str, count: int) -> Fraction:
-    """One subscription's share of MRR, exact: price × seats ÷ months per period."""
-    return Fraction(amount * quantity, months_in(unit, count))
-
-
 def round_half_up(value: Fraction) -> int:
     return int((value + Fraction(1, 2)).__floor__()) if value >= 0 else -round_half_up(-value)
 
 
 def headline(organization_id: int, *, now: datetime) -> list[CurrencyFigures]:
-    """The figures of every currency the organization has subscriptions in, by currency code."""
-    scope = Subscription.organization_id == organization_id
-    mrr: dict[str, Fraction] = {}
-    rows = db.session.execute(
-        select(Subscription.currency, PlanPrice.interval_unit, PlanPrice.interval_count,
-               func.sum(PlanPrice.amount * Subscription.quantity))
-        .join(PlanPrice, PlanPrice.id == Subscription.price_id)
-        .where(scope, Subscription.status.in_(MRR_STATUSES))
-        .group_by(Subscription.currency, PlanPrice.interval_unit, PlanPrice.interval_count)).all()
-    for currency, unit, count, total in rows:
-        mrr[currency] = mrr.get(currency, Fraction(0)) + Fraction(int(total), months_in(unit, count))
-    counts: dict[str, dict[str, int]] = {}
-    for currency, status, n in db.session.execute(
-            select(Subscription.currency, Subscription.status, func.count()).where(scope)
-            .group_by(Subscription.currency, Subscription.status)).all():
-        counts.setdefault(currency, {})[status] = int(n)
-    churn = _churn(organization_id, now)
-    return [CurrencyFigures(currency=c, mrr=round_half_up(mrr.get(c, Fraction(0))), active=n.get("active", 0),
-                            trialing=n.get("trialing", 0), past_due=n.get("past_due", 0), paused=n.get("paused", 0),
-                            churned=churn.get(c, (0, 0))[0], churn_base=churn.get(c, (0, 0))[1])
-            for c, n in sorted(counts.items())]
-
-
-def _churn(organization_id: int, now: datetime) -> dict[str, tuple[int, int]]:
-    """Per currency: (stopped in the window, paying at its start)."""
+    """The figures of every currency the organization has subscriptions in, by currency code: one pass over
+    the organization's subscriptions, grouped by currency, status and interval, summed here exactly."""
     start = now - CHURN_WINDOW
     stopped_at = case((Subscription.status.in_(STOPPED),
                        func.coalesce(Subscription.ended_at, Subscription.canceled_at)), else_=None)
-    paying_at_start = and_(
-        Subscription.organization_id == organization_id,
-        Subscription.created_at < start,
-        or_(Subscription.trial_end.is_(None), Subscription.trial_end <= start.date()),
-        or_(stopped_at.is_(None), stopped_at >= start))
+    paying_at_start = and_(Subscription.created_at < start,
+                           or_(Subscription.trial_end.is_(None), Subscription.trial_end <= start.date()),
+                           or_(stopped_at.is_(None), stopped_at >= start))
+    churned = and_(paying_at_start, stopped_at >= start, stopped_at < now)
     rows = db.session.execute(
-        select(Subscription.currency,
-               func.sum(case((and_(stopped_at >= start, stopped_at < now), 1), else_=0)), func.count())
-        .where(paying_at_start).group_by(Subscription.currency)).all()
-    return {currency: (int(churned or 0), int(base)) for currency, churned, base in rows}
+        select(Subscription.currency, Subscription.status, PlanPrice.interval_unit, PlanPrice.interval_count,
+               func.count(), func.sum(PlanPrice.amount * Subscription.quantity),
+               func.sum(case((paying_at_start, 1), else_=0)), func.sum(case((churned, 1), else_=0)))
+        .join(PlanPrice, PlanPrice.id == Subscription.price_id)
+        .where(Subscription.organization_id == organization_id)
+        .group_by(Subscription.currency, Subscription.status, PlanPrice.interval_unit, PlanPrice.interval_count)
+    ).all()
+    mrr: dict[str, Fraction] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for currency, status, unit, interval, n, total, base, gone in rows:
+        mrr.setdefault(currency, Fraction(0))
+        if status in MRR_STATUSES:
+            mrr[currency] += Fraction(int(total), months_in(unit, interval))
+        tally = counts.setdefault(currency, {})
+        for key, value in ((status, n), ("base", base), ("churned", gone)):
+            tally[key] = tally.get(key, 0) + int(value or 0)
+    return [CurrencyFigures(currency=c, mrr=round_half_up(mrr[c]), active=n.get("active", 0),
+                            trialing=n.get("trialing", 0), past_due=n.get("past_due", 0), paused=n.get("paused", 0),
+                            churned=n["churned"], churn_base=n["base"])
+            for c, n in sorted(counts.items())]
