@@ -414,3 +414,27 @@ def test_the_public_sign_up_sends_its_own_welcome(world):
                                   signup_key="staff:form-10", actor=Actor.user(world.alice),
                                   now=utc(2026, 3, 1, 15), site=site())
     assert [e.subject for e in emails("subscription")] == ["Your subscription to Care"]  # staff's: confirmed
+
+
+def test_the_credit_line_shows_on_the_invoice_page_the_pay_page_and_the_pdf(client, world, time_machine):
+    from invoicing import pdf
+    from tests.pay.support import pay_path
+
+    org = world.org_a
+    yearly = make_plan(org, "Yearly", prices=(("USD", 120000, "year", 1),))
+    monthly = make_plan(org, "Monthly", prices=(("USD", 150000, "month", 1),))
+    sub = subscribe(world.client_a, yearly.prices[0], now=utc(2026, 1, 1, 15))
+    change(sub, monthly.prices[0], at=utc(2026, 3, 1, 15))  # 150000 - 100603: charged, nothing kept
+    with atomic():
+        db.session.add(CreditEntry(organization_id=org.id, client_id=world.client_a.id, currency="USD", amount=2500,
+                                   reason="granted", description="goodwill", created_at=utc(2026, 3, 2)))
+    renew(utc(2026, 4, 1, 13))
+    invoice = period_invoices(sub)[-1]
+    assert (invoice.total, lines(invoice)[-1]) == (147500, (CREDIT_LINE, -2500, 0))
+    time_machine.move_to(utc(2026, 4, 2, 15), tick=False)  # while its pay link is valid
+    login(client, world.alice)
+    for page in (client.get(f"/admin/invoices/{invoice.id}").text, client.get(pay_path(invoice)).text,
+                 pdf.render_html(invoice, pdf.pay_url_for(invoice))):
+        assert CREDIT_LINE in page and "-$25.00" in page.replace("−", "-") and "$1,475.00" in page
+    timeline = client.get(f"/admin/invoices/{invoice.id}").text
+    assert "Made by the subscription to Monthly for the period from 2026-04-01" in timeline

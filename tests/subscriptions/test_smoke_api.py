@@ -36,4 +36,6 @@ def test_the_contract_on_its_simplest_path(world):
     lifecycle.undo_cancel(sub.id, org.id, actor=SYSTEM, now=utc(2026, 4, 9), site=site())
     lifecycle.pause_subscription(sub.id, org.id, actor=SYSTEM, now=utc(2026, 4, 9), site=site())
     lifecycle.resume_subscription(sub.id, org.id, actor=SYSTEM, now=utc(2026, 4, 10), site=site())
-    print(moves(sub), [e.subject for e in emails("subscription")])
+    assert moves(sub)[-4:] == ["subscription.cancel_scheduled", "subscription.cancel_undone", "subscription.paused",
+                               "subscription.active"]
+    assert [e.subject for e in emails("subscription")][-1] == "Your Pro subscription is active again"

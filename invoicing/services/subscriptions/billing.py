@@ -114,7 +114,8 @@ def invoice_period(subscription: Subscription, start: date, end: date, *, now: d
     credit = credit_to_apply(lines, credit_balance(subscription.client_id, subscription.currency))
     if credit:
         lines.append(LineData(CREDIT_LINE, Decimal(1), -credit, tax_rate(price)))
-    invoice = make_invoice(subscription, lines, issue=start, due=due or due_date(subscription, start), now=now)
+    invoice = make_invoice(subscription, lines, issue=start, due=due or due_date(subscription, start), now=now,
+                           what=f"the period from {start.isoformat()}")
     db.session.add(SubscriptionPeriod(subscription_id=subscription.id, period_start=start, period_end=end,
                                       invoice_id=invoice.id, created_at=now))
     db.session.flush()  # UNIQUE(subscription, period start): a second invoice of this period stops here
@@ -127,14 +128,15 @@ def invoice_period(subscription: Subscription, start: date, end: date, *, now: d
     return Issued(invoice, sent, credit)
 
 
-def make_invoice(subscription: Subscription, lines: list[LineData], *, issue: date, due: date,
-                 now: datetime) -> Invoice:
+def make_invoice(subscription: Subscription, lines: list[LineData], *, issue: date, due: date, now: datetime,
+                 what: str) -> Invoice:
+    """A draft of the subscription's; `what` says why on the invoice's timeline ("the period from ...")."""
     data = DraftData(client_id=subscription.client_id, currency=subscription.currency, issue_date=issue,
                      due_date=due, lines=tuple(lines), contact_id=subscription.contact_id,
                      notes=f"Subscription {subscription.public_id}")
     invoice = new_draft(subscription.organization, data, actor=ACTOR, now=now, credit_lines=True)
-    record("invoice.generated", invoice, actor=ACTOR, now=now, details={
-        "subscription_id": subscription.id, "issue_date": issue.isoformat()})
+    record("invoice.subscription", invoice, actor=ACTOR, now=now, details={
+        "subscription_id": subscription.id, "plan": subscription.plan.name, "what": what})
     return invoice
 
 

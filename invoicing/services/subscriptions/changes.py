@@ -223,7 +223,8 @@ def _settle(subscription: Subscription, change: SubscriptionChange, planned: _Pl
         return None
     local = planned.effective_on
     invoice = billing.make_invoice(subscription, list(planned.lines), issue=local,
-                                   due=billing.due_date(subscription, local), now=now)
+                                   due=billing.due_date(subscription, local), now=now,
+                                   what=f"the plan change of {local.isoformat()}")
     change.invoice_id = invoice.id
     if planned.new_period_end is not None:  # the new period is this invoice's
         db.session.add(SubscriptionPeriod(subscription_id=subscription.id, period_start=local,
