@@ -1240,6 +1240,10 @@ class Subscription(Model):
     )
 
 
+# The staff list (services/subscriptions/queries.py): an organization's subscriptions newest first, one seek a page.
+Index("ix_subscription_org_id", Subscription.organization_id, Subscription.id)
+
+
 class SubscriptionPeriod(Model):
     """One period of a subscription, invoiced: UNIQUE(subscription, period start) makes each period one invoice
     however many schedulers tick at once (as RecurringPeriod)."""

@@ -15,9 +15,11 @@ from invoicing.admin import (  # noqa: E402,F401
     outbox,  # the outbox: queued and sent emails, previews
     payments,  # the webhook inbox, refunds, the invoice page's money panel
     pdf,  # invoice PDF download
+    plans,  # subscription plans and their prices: create, edit, archive, move subscribers to a new price
     recurring,  # recurring profiles: create, edit, pause, resume, end, the invoices they made
     reports,  # reports: figures, charts, aging, exports; client statements
     settings,  # organization settings, staff users
+    subscriptions,  # the subscriptions list and figures, the client page's subscription panel and actions
     texts,  # client emails and PDF texts, edited by admins
     views,  # login, dashboard
 )

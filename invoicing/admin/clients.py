@@ -13,6 +13,8 @@ from werkzeug.wrappers import Response
 from invoicing.admin import bp
 from invoicing.admin.autopay import autopay_panel
 from invoicing.admin.forms import ClientForm, ContactForm
+from invoicing.admin.subscription_forms import SubscribeForm
+from invoicing.admin.subscription_panel import subscription_panel
 from invoicing.auth import staff_required
 from invoicing.extensions import db
 from invoicing.models import Client, Contact, Organization
@@ -88,13 +90,13 @@ def client(client_id: int) -> ResponseReturnValue:
 
 
 def _client_page(client: Client, contact_form: ContactForm | None = None, error: str = "",
-                 status: int = 200) -> ResponseReturnValue:
+                 status: int = 200, subscribe_form: SubscribeForm | None = None) -> ResponseReturnValue:
     today = local_today(client.organization, _now())
     contact_form = contact_form or ContactForm(formdata=None, prefix="contact")
     summary = clients.client_summary(client, today=today)
     return render("admin/client.html", None, client=client, summary=summary, contact_form=contact_form, error=error,
                   today=today, email_states=queries.email_states(i.id for i in summary.invoices),
-                  autopay=autopay_panel(client)), status
+                  autopay=autopay_panel(client), subscriptions=subscription_panel(client, form=subscribe_form)), status
 
 
 @bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])

@@ -13,7 +13,7 @@ from werkzeug.security import generate_password_hash
 
 from invoicing.extensions import db
 from invoicing.jobs import load_jobs, run_job
-from invoicing.models import Client, Contact, Organization, PaymentMethod, RecurringPeriod
+from invoicing.models import Client, Contact, Invoice, Organization, PaymentMethod, RecurringPeriod, SubscriptionPeriod
 from invoicing.services.audit import Actor
 from invoicing.services.billing import recurring, reminders
 from invoicing.services.db import atomic
@@ -21,6 +21,7 @@ from invoicing.services.invoices import DraftData, LineData, create_draft, final
 from invoicing.services.payments import apply_payment, apply_refund, record_manual_payment
 from invoicing.services.portal.autopay import CONSENT_VERSION, enable_autopay
 from invoicing.services.site import Site
+from invoicing.services.subscriptions import lifecycle, plans
 from invoicing.services.users import create_organization, create_user
 
 DEMO_ORG = "Northwind Studio"
@@ -115,13 +116,14 @@ def load_demo(*, now: datetime, hash_method: str = "scrypt") -> Organization | N
         elif then and then[0] == "void":
             void_invoice(inv.id, reason="Client cancelled the retainer.", actor=actor, now=_at(_day(now, then[1])))
     recurring.generate_due(now=now, site=site)
+    _subscriptions(org, actor, acme, globex, kaiju, now=now, site=site)
     # Drafts, not numbered yet
     invoice(acme, 1, 30, design, notes="Draft: waiting for sign-off.")
     invoice(kaiju, 0, 14, [("Menu photography", "1", 180000, "10")])
     reminders.set_invoice_paused(_demo_paused(org.id, hosting_plan.id), org.id, True, actor=actor, now=now)
     # The scheduler's first runs, so its page has something to show (the served demo keeps them going).
     load_jobs()
-    for job in ("recurring", "remind", "process-recurring-charges"):
+    for job in ("recurring", "remind", "subscriptions", "process-recurring-charges"):
         run_job(job, now=now, force=True)
     return org
 
@@ -167,6 +169,34 @@ def _history(org: Organization, actor: Actor, clients: list[Client], now: dateti
             if month == 5 and n == 0:
                 apply_refund(payment.id, amount=25000, actor=actor, now=_at(paid + timedelta(days=3)),
                              idempotency_key=f"demo-refund-{payment.id}", reason="Goodwill credit")
+
+
+def _subscriptions(org: Organization, actor: Actor, acme: Client, globex: Client, kaiju: Client, *, now: datetime,
+                   site: Site) -> None:
+    """Two plans (seats; a care plan with a trial and a public sign-up page) and three subscriptions: Acme active
+    on 5 seats (its first invoice paid, the renewal open), Kaiju trialing (on autopay: its card is charged when
+    the trial ends), Globex past due (no card on file: its first invoice unpaid after its due date)."""
+    seats = plans.create_plan(org.id, plans.PlanData(
+        name="Design seats", description="Unlimited design requests, per team member.", slug="design-seats",
+        per_seat=True, prices=(plans.PriceData("USD", 1500),)), actor=actor, now=_at(_day(now, 60)))
+    care = plans.create_plan(org.id, plans.PlanData(
+        name="Care plan", description="Site updates, backups and an hour of support a month.", slug="care-plan",
+        public=True, trial_days=14, prices=(plans.PriceData("USD", 9900), plans.PriceData("EUR", 8900),
+                                            plans.PriceData("JPY", 120000, "year"))), actor=actor,
+        now=_at(_day(now, 60)))
+
+    def subscribe(client: Client, price: int, days_ago: int, **options: Any) -> int:
+        return lifecycle.create_subscription(org.id, client_id=client.id, price_id=price, actor=actor, site=site,
+                                             now=_at(_day(now, days_ago)), **options).id
+
+    active = subscribe(acme, seats.prices[0].id, 40, quantity=5, trial_days=0)
+    [first] = db.session.execute(select(SubscriptionPeriod.invoice_id).where(
+        SubscriptionPeriod.subscription_id == active)).scalars()
+    record_manual_payment(first, amount=db.session.get_one(Invoice, first).total, method="bank_transfer",
+                          paid_on=_day(now, 35), reference="TRF-SEATS", actor=actor, now=_at(_day(now, 35)))
+    subscribe(kaiju, care.prices[2].id, 5)  # the plan's 14-day trial
+    subscribe(globex, care.prices[1].id, 45, trial_days=0, charge_now=False)  # due after 30 days, unpaid
+    lifecycle.renew_due(now=now, site=site, organization_id=org.id)  # Acme's second period; Globex past due
 
 
 def _demo_paused(organization_id: int, profile_id: int) -> int:

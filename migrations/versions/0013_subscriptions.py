@@ -112,6 +112,7 @@ def upgrade():
         batch_op.create_index('ix_subscription_due', ['status', 'current_period_end'], unique=False)
         batch_op.create_index('ix_subscription_org_status', ['organization_id', 'status', 'id'], unique=False)
         batch_op.create_index('ix_subscription_plan', ['plan_id', 'status'], unique=False)
+        batch_op.create_index('ix_subscription_org_id', ['organization_id', 'id'], unique=False)  # staff list
 
     op.create_table('subscription_change',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -204,6 +205,7 @@ def downgrade():
 
     op.drop_table('subscription_change')
     with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.drop_index('ix_subscription_org_id')
         batch_op.drop_index('ix_subscription_plan')
         batch_op.drop_index('ix_subscription_org_status')
         batch_op.drop_index('ix_subscription_due')

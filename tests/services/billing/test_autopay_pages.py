@@ -12,7 +12,7 @@ from sqlalchemy import select
 from invoicing.extensions import db
 from invoicing.models import ChargeAttempt, Invoice, Payment, WebhookEvent
 from invoicing.services.billing.autopay import charges_preview
-from tests.conftest import login
+from tests.conftest import login, portal_login
 from tests.services.billing.autopay_support import autopay_of
 from tests.services.billing.helpers import autopay_on, open_invoice, utc
 
@@ -65,3 +65,16 @@ def test_invoice_and_client_pages_show_the_autopay_state_and_the_last_failure(cl
     client_page = client.get(f"/admin/clients/{world.client_a.id}").text
     assert "1 invoice(s) scheduled for autopay" in client_page
     assert f"invoice {invoice.number}</a>" in client_page and "card_declined" in client_page
+
+
+def test_the_client_sees_when_autopay_will_charge_the_invoice_in_the_portal(client, world, time_machine: Any):
+    autopay_on(world.client_a, provider_id="pm_sandbox_decline")
+    invoice = open_invoice(world.client_a, due=date(2026, 3, 20), opened=utc(2026, 3, 5, 15))
+    time_machine.move_to(utc(2026, 3, 10, 12), tick=False)
+    portal_login(client, world.client_a.contacts[0], now=utc(2026, 3, 10, 12))
+    page = client.get(f"/portal/invoices/{invoice.public_id}").text
+    assert "Visa •••• 4242 will be charged 20 Mar 2026, 09:00 EDT" in page
+    time_machine.move_to(utc(2026, 3, 20, 13, 30), tick=False)
+    client.application.test_cli_runner().invoke(args=["billing", "process-recurring-charges"])
+    page = client.get(f"/portal/invoices/{invoice.public_id}").text
+    assert "will be charged 23 Mar 2026, 09:30 EDT (the last try was declined)" in page
