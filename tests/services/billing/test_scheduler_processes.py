@@ -104,8 +104,8 @@ def test_two_scheduler_processes_run_each_slot_once_and_the_survivor_takes_over(
     ledger = Ledger(tmp_path / "ledger.txt")
     processes = [start_process(ledger.path, smtp.port) for _ in range(2)]
     for process in processes:  # each has called start_scheduler
-        wait_until(f"process {process.pid} to start its scheduler",
-                   lambda p=process: f"started {p.pid}" in output(p) or p.poll() is not None)
+        wait_until(f"process {process.pid} to start its scheduler",  # importing the app: slow on a loaded box
+                   lambda p=process: f"started {p.pid}" in output(p) or p.poll() is not None, timeout=90)
         assert process.poll() is None, output(process)
 
     # Both tick: the email queued before they started goes once, and so does one queued while they run.
