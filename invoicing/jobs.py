@@ -107,16 +107,19 @@ def finish(name: str, *, now: datetime, outcome: str, error: str | None = None, 
             lease.last_success_at = now
 
 
-def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = False) -> str | None:
+def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = False,
+            every_seconds: int | None = None) -> str | None:
     """Run one job's current slot if no other process has; None when the slot was already taken.
 
     `force` (the CLI without --dry-run) still records the run but does not skip a slot already done:
-    work rows carry their own claims, so running early is safe.
+    work rows carry their own claims, so running early is safe. `every_seconds` replaces the job's slot
+    length (SCHEDULER_INTERVALS).
     """
     job = JOBS[name]
+    every_seconds = every_seconds or job.every_seconds
     if dry_run:
         return job.run(now, True)
-    if not claim_slot(name, now=now, every_seconds=1 if force else job.every_seconds):
+    if not claim_slot(name, now=now, every_seconds=1 if force else every_seconds):
         return None
     started = time.monotonic()
     try:
@@ -130,14 +133,14 @@ def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = Fa
     finish(name, now=now, outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000))
     # One line per scheduled run that did something (an outcome counts what it did); idle runs at DEBUG.
     level = logging.INFO if _COUNT.search(outcome) and not force else logging.DEBUG
-    log.log(level, "job %s slot %s: %s", name, slot_of(now, job.every_seconds).isoformat(), outcome)
+    log.log(level, "job %s slot %s: %s", name, slot_of(now, every_seconds).isoformat(), outcome)
     return outcome
 
 
-def tick(app: Flask, name: str) -> None:
+def tick(app: Flask, name: str, every_seconds: int | None = None) -> None:
     with app.app_context():
         try:
-            run_job(name, now=datetime.now(UTC))
+            run_job(name, now=datetime.now(UTC), every_seconds=every_seconds)
         except Exception:  # noqa: BLE001 - already logged and recorded on the lease row
             pass
         finally:
@@ -149,10 +152,13 @@ def start_scheduler(app: Flask) -> object:
 
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     jobs = [job for job in load_jobs().values() if job.setting is None or app.config[job.setting]]
+    # Tests only (never read from the environment): {job name: (slot seconds, tick seconds)} in place of the
+    # job's own, so real processes can go through many slots in seconds.
+    intervals: dict[str, tuple[int, float]] = app.config.get("SCHEDULER_INTERVALS") or {}
     for job in jobs:
-        seconds = job.tick_seconds or job.every_seconds
-        scheduler.add_job(tick, "interval", seconds=seconds, args=(app, job.name), id=job.name,
-                          misfire_grace_time=seconds)
+        every, seconds = intervals.get(job.name, (job.every_seconds, job.tick_seconds or job.every_seconds))
+        scheduler.add_job(tick, "interval", seconds=seconds, args=(app, job.name, every), id=job.name,
+                          misfire_grace_time=max(1, round(seconds)))
     scheduler.start()
     log.info("scheduler started with jobs: %s", ", ".join(job.name for job in jobs) or "none")
     return scheduler
