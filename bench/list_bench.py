@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=1_000)
     parser.add_argument("--keep", action="store_true", help="reuse the seeded database as it is")
+    parser.add_argument("--only", action="append", help="only these pages (hello always runs): list, filtered, "
+                                                         "keystroke, pay")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("set DATABASE_URL (sqlite:////tmp/bench.db or postgresql://postgres@127.0.0.1/bench)")
@@ -276,6 +278,7 @@ def main() -> None:
             "keystroke": (app_url + KEYSTROKE, {**auth, "HX-Request": "true"}),
             "pay": (app_url + pay, {"User-Agent": USER_AGENT}),  # a client: no cookie, counts as a view
         }
+        pages = {name: page for name, page in pages.items() if name == "hello" or not args.only or name in args.only}
         for url, headers in pages.values():  # warm up both workers
             for _ in range(20):
                 urllib.request.urlopen(urllib.request.Request(url, headers=headers)).read()

@@ -77,19 +77,22 @@ def pay_page(invoice: Invoice) -> PayPage:
     )
 
 
-def record_view(invoice_id: int, *, now: datetime) -> None:
-    """A client opened the pay page: the first time marks the invoice viewed (audit), later ones count.
+def record_view(invoice_id: int, *, now: datetime, count: int = 1) -> None:
+    """A client opened the pay page (`count` times, the first at `now`): the first open marks the invoice viewed
+    (audit), later ones count.
 
-    A repeat open is one UPDATE of the counter: no row read back, no audit row, nothing else in the transaction."""
+    A repeat open is one UPDATE of the counter: no row read back, no audit row, nothing else in the transaction,
+    and neither updated_at nor the pay page's version moves (the page does not show views)."""
     with atomic():
         repeat = db.session.execute(
             update(Invoice).where(Invoice.id == invoice_id, Invoice.viewed_at.is_not(None))
-            .values(view_count=Invoice.view_count + 1).execution_options(synchronize_session=False)
+            .values(view_count=Invoice.view_count + count, updated_at=Invoice.updated_at)
+            .execution_options(synchronize_session=False)
         )
         if repeat.rowcount:  # type: ignore[attr-defined]
             return
         invoice = lock_invoice(invoice_id)
-        invoice.view_count += 1
+        invoice.view_count += count
         if invoice.viewed_at is None:
             invoice.viewed_at = now
             record("invoice.viewed", invoice, actor=Actor.anonymous(), now=now)
