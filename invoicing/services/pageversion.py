@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Table, event, inspect, select, update
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from invoicing.models import Invoice, LineItem, Payment, Refund
 
 # Changes of these invoice columns are not shown to the client: they leave the version alone.
 UNSEEN = frozenset({"view_count", "viewed_at", "version", "updated_at"})
 CHILDREN = (Payment, Refund, LineItem)
+BUMPED = "pageversion.bumped"
 _invoice: Table = Invoice.__table__  # type: ignore[assignment]
 
 
@@ -36,6 +37,7 @@ def _bump(session: Session, invoice_ids: Any) -> None:
 
 
 def _after_flush(session: Session, _context: UOWTransaction) -> None:
+    """Once per invoice and transaction: readers only ever see committed states, so one step is enough."""
     ids: set[int] = set()
     for obj in session.dirty:
         if isinstance(obj, Invoice) and obj.id is not None and _shown_change(obj):
@@ -43,8 +45,16 @@ def _after_flush(session: Session, _context: UOWTransaction) -> None:
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, CHILDREN) and obj.invoice_id is not None:
             ids.add(obj.invoice_id)
+    bumped: set[int] = session.info.setdefault(BUMPED, set())
+    ids -= bumped
     if ids:
         _bump(session, sorted(ids))
+        bumped.update(ids)
+
+
+def _transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None or transaction.nested:  # not a flush's own inner step
+        session.info.pop(BUMPED, None)  # committed or rolled back (a savepoint too): the next change bumps again
 
 
 def _bulk(state: ORMExecuteState) -> None:
@@ -64,3 +74,4 @@ def listen() -> None:
     if not event.contains(Session, "after_flush", _after_flush):
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "do_orm_execute", _bulk)
+        event.listen(Session, "after_transaction_end", _transaction_end)
