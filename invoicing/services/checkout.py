@@ -33,7 +33,7 @@ from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.db import atomic, lock_invoice, on_commit
 from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
@@ -392,14 +392,16 @@ def pending_state(checkout: Checkout, gateway: Gateway, *, now: datetime
 def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetime,
                   payer_email: str | None = None) -> None:
     """Follow-ups of a recorded payment, each idempotent: how it was paid, the receipt, then closing sessions
-    it made stale."""
-    describe_payment(payment_id, gateway=gateway)
+    it made stale. Inside a transaction (the inbox's), the provider calls wait until it has committed: the
+    inbox asks how it was paid before (inbox.receive), and a receipt queued without it says "Card"."""
+    on_commit(lambda: describe_payment(payment_id, gateway=gateway))
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return
     if payment.status in COUNTED:
         enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email)
-    expire_stale_sessions(payment.invoice_id, gateway=gateway, site=site, now=now)
+    invoice_id = payment.invoice_id
+    on_commit(lambda: expire_stale_sessions(invoice_id, gateway=gateway, site=site, now=now))
 
 
 def describe_payment(payment_id: int, *, gateway: Gateway) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,9 +30,20 @@ def begin_write() -> None:
     db.session.connection(execution_options={"sqlite_immediate": True})
 
 
+OUTER = "db.atomic"  # session.info: a block of atomic() is open (its follow-ups wait in the list)
+
+
 @contextmanager
 def atomic() -> Iterator[None]:
-    """Run the block in one write transaction: commit it all, or roll all of it back."""
+    """Run the block in one write transaction: commit it all, or roll all of it back.
+
+    Inside another atomic block, the block is part of that one transaction (the webhook inbox stores, applies and
+    queues an event in one); `on_commit` work runs once the outermost block has committed."""
+    info = db.session.info
+    if OUTER in info:
+        yield
+        return
+    info[OUTER] = []
     try:
         begin_write()
         yield
@@ -40,6 +51,23 @@ def atomic() -> Iterator[None]:
     except BaseException:
         db.session.rollback()
         raise
+    finally:
+        later: list[Callable[[], object]] = info.pop(OUTER, [])
+    for work in later:  # only reached once committed
+        work()
+
+
+def in_transaction_block() -> bool:
+    return OUTER in db.session.info
+
+
+def on_commit(work: Callable[[], object]) -> None:
+    """Run `work` after the current atomic block commits (at once outside of one): provider calls, which must
+    never wait inside a transaction holding row locks."""
+    if OUTER in db.session.info:
+        db.session.info[OUTER].append(work)
+    else:
+        work()
 
 
 def lock_invoice(invoice_id: int, organization_id: int | None = None) -> Invoice:
