@@ -33,7 +33,7 @@ from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, lock_invoice, on_commit
+from invoicing.services.db import atomic, before_commit, lock_invoice, on_commit
 from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
@@ -398,8 +398,8 @@ def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetim
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return
-    if payment.status in COUNTED:
-        enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email)
+    if payment.status in COUNTED:  # after its receipt number, which a larger transaction takes at its end
+        before_commit(lambda: enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email))
     invoice_id = payment.invoice_id
     on_commit(lambda: expire_stale_sessions(invoice_id, gateway=gateway, site=site, now=now))
 
