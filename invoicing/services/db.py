@@ -73,9 +73,10 @@ def in_larger_transaction() -> bool:
 
 
 def before_commit(work: Callable[[], object]) -> None:
-    """Run `work` at the end of the larger transaction this block is part of (at once otherwise): what takes a
-    lock every transaction waits for (a receipt number) is taken last, so it is held only until the commit."""
-    if in_larger_transaction():
+    """Run `work` at the end of the current atomic block's transaction, in the order given (at once outside of
+    one): what takes a lock every transaction waits for (a receipt number) is taken last, so it is held only
+    until the commit, and what shows it comes after."""
+    if OUTER in db.session.info:
         db.session.info[LAST].append(work)
     else:
         work()

@@ -28,7 +28,7 @@ from invoicing.money import MAX_AMOUNT, format_money
 from invoicing.services import DomainError
 from invoicing.services.attention import admin_emails, email_admins, open_case
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, before_commit, lock_invoice, take_next
+from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, take_next
 from invoicing.services.receipts import queue_manual_receipt
 from invoicing.services.site import Site
 
@@ -282,10 +282,10 @@ def _number_receipt(payment: Payment) -> None:
     transaction (the inbox's) the number is taken at its end: the organization's counter row is locked only
     from there to the commit, not while the rest of the event is applied."""
     if payment.status == "succeeded" and payment.receipt_number is None:
-        if payment.overpayment:  # its flag's audit row names the receipt: number it now
-            _take_receipt_number(payment)
-        else:
+        if in_larger_transaction() and not payment.overpayment:  # an overpayment's audit row names it: now
             before_commit(lambda: _take_receipt_number(payment))
+        else:
+            _take_receipt_number(payment)
 
 
 def _take_receipt_number(payment: Payment) -> None:
