@@ -33,7 +33,7 @@ from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, before_commit, lock_invoice, on_commit
+from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, on_commit
 from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
@@ -450,12 +450,22 @@ def queue_email(kind: str, template: str, invoice: Invoice, *, to: str, subject:
         return None
 
 
+def _lock_first(invoice_id: int) -> None:
+    """On its own, a payment's email takes its invoice's row lock before queueing: the inbox's one transaction
+    holds that lock while it queues the same email (same dedupe key), and an insert that waited on the other's
+    key while holding the invoice's key-share (the outbox row's foreign key) would deadlock with it. Inside a
+    larger transaction the lock is held already."""
+    if not in_larger_transaction():
+        lock_invoice(invoice_id)
+
+
 def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: str | None = None) -> bool:
     """Queue the receipt of a card payment once (dedupe key receipt:{payment_id}); True if queued now."""
     with atomic():
         payment = db.session.get(Payment, payment_id)
         if payment is None or payment.status not in COUNTED or payment.method not in PROVIDER_METHODS:
             return False
+        _lock_first(payment.invoice_id)
         key = f"receipt:{payment.id}"
         if db.session.execute(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == key)).first():
             return False
@@ -477,6 +487,7 @@ def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool
         payment = db.session.get(Payment, payment_id)
         if payment is None or payment.status != "failed":
             return False
+        _lock_first(payment.invoice_id)
         invoice = payment.invoice
         subject = (f"Payment failed: {format_money(payment.amount, payment.currency)} by {payment.method_label} "
                    f"on invoice {invoice.number}, now open again")
