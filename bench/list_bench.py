@@ -288,6 +288,14 @@ def main() -> None:
         for proc in (app_proc, hello_proc):
             proc.terminate()
             proc.wait()
+    if args.keep:  # say what the kept database holds, not the seeding default
+        from sqlalchemy import func, select
+
+        from invoicing.extensions import db
+        from invoicing.models import Invoice
+
+        with _app().app_context():
+            args.invoices = db.session.scalar(select(func.count()).select_from(Invoice)) or 0
     engine = os.environ["DATABASE_URL"].split(":", 1)[0]
     ceiling = results["hello"]["rps"]
     print(f"\n{engine}, {args.invoices:,} invoices, gunicorn (invoicing/gunicorn_conf.py), wrk -t2 -c16 -d10s")
