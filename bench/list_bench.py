@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=1_000)
     parser.add_argument("--keep", action="store_true", help="reuse the seeded database as it is")
+    parser.add_argument("--only", action="append", help="only these pages (hello always runs): list, filtered, "
+                                                         "keystroke, pay")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("set DATABASE_URL (sqlite:////tmp/bench.db or postgresql://postgres@127.0.0.1/bench)")
@@ -276,6 +278,7 @@ def main() -> None:
             "keystroke": (app_url + KEYSTROKE, {**auth, "HX-Request": "true"}),
             "pay": (app_url + pay, {"User-Agent": USER_AGENT}),  # a client: no cookie, counts as a view
         }
+        pages = {name: page for name, page in pages.items() if name == "hello" or not args.only or name in args.only}
         for url, headers in pages.values():  # warm up both workers
             for _ in range(20):
                 urllib.request.urlopen(urllib.request.Request(url, headers=headers)).read()
@@ -285,6 +288,14 @@ def main() -> None:
         for proc in (app_proc, hello_proc):
             proc.terminate()
             proc.wait()
+    if args.keep:  # say what the kept database holds, not the seeding default
+        from sqlalchemy import func, select
+
+        from invoicing.extensions import db
+        from invoicing.models import Invoice
+
+        with _app().app_context():
+            args.invoices = db.session.scalar(select(func.count()).select_from(Invoice)) or 0
     engine = os.environ["DATABASE_URL"].split(":", 1)[0]
     ceiling = results["hello"]["rps"]
     print(f"\n{engine}, {args.invoices:,} invoices, gunicorn (invoicing/gunicorn_conf.py), wrk -t2 -c16 -d10s")

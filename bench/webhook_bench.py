@@ -1,5 +1,5 @@
 """Webhook inbox throughput: signed Stripe events, 30 % of them duplicates, posted to /webhooks/stripe of the
-app under `gunicorn -w 2`, against a bare Flask POST route served the same way (the ceiling).
+app under gunicorn, against a bare Flask POST route served the same way (the ceiling).
 
     DATABASE_URL=sqlite:////tmp/webhook_bench.db .venv/bin/python -m bench.webhook_bench
     createdb -h 127.0.0.1 -U postgres webhook_bench && \
@@ -9,9 +9,11 @@ The database is emptied, migrated and seeded with one open invoice per unique ev
 `payment_intent.succeeded` for its invoice: verified (stripe.Webhook.construct_event), stored in the inbox,
 applied through the money door (row lock, payment, balance, audit), then its receipt rendered and queued in
 the outbox. A duplicate is verified and answered 200 from the inbox's unique key. The same client (N threads,
-one connection per request: gunicorn's sync workers do not keep connections alive) first posts the same
-bodies to the bare route, then to the inbox. Figures: deliveries/s, unique events applied/s, p50, p99, and
-the ratio to the bare route. Afterwards it checks that every unique event made exactly one payment.
+one connection per request) first posts the same bodies to the bare route, then to the inbox; both are served
+with the container's gunicorn settings (invoicing/gunicorn_conf.py). Stripe's API (the inbox asks how each
+payment was made) is a stub in this process that answers at once. Figures: deliveries/s, unique events
+applied/s, p50, p99, and the ratio to the bare route. Afterwards it checks that every unique event made exactly
+one payment.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import hashlib
 import hmac
 import http.client
+import http.server
 import json
 import os
 import random
@@ -30,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -93,6 +97,38 @@ def setup_database(url: str, unique: int) -> list[dict[str, object]]:
     return objects
 
 
+class StripeStub:
+    """Stripe's API as the inbox meets it after a payment: the PaymentIntent with its charge's card (how it was
+    paid, for the receipt), answered at once. A real Stripe answers the same in 100-300 ms."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                intent = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
+                body = json.dumps({"id": intent, "object": "payment_intent", "status": "succeeded", "currency": "usd",
+                                   "amount": 0, "metadata": {}, "latest_charge": {
+                                       "id": intent.replace("pi_", "ch_"), "object": "charge",
+                                       "payment_method_details": {"type": "card", "card": {
+                                           "brand": "visa", "last4": "4242"}}}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
 def deliveries(objects: list[dict[str, object]], duplicates: float, seed: int = 7) -> list[bytes]:
     """Event bodies: every unique event once, plus duplicates (same id and body) making `duplicates` of all."""
     bodies = [json.dumps({"id": f"evt_bench_{n}", "object": "event", "type": "payment_intent.succeeded",
@@ -111,9 +147,9 @@ def sign(raw: bytes) -> str:
 
 
 def serve(target: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket",
-         "--log-level", "warning", target], cwd=ROOT, env={**os.environ, **env})
+    process = subprocess.Popen(  # the container's server settings (invoicing/gunicorn_conf.py), no access log
+        [sys.executable, "-m", "gunicorn", "-c", "python:invoicing.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+         "--access-logfile", "/dev/null", "--log-level", "warning", target], cwd=ROOT, env={**os.environ, **env})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -196,9 +232,10 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "sqlite:////tmp/webhook_bench.db")
     objects = setup_database(url, args.unique)
     bodies = deliveries(objects, args.duplicates)
+    stripe = StripeStub()
     env = {"DATABASE_URL": url, "SECRET_KEY": SECRET_KEY, "STRIPE_SECRET_KEY": "sk_test_bench",
-           "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_API_BASE": "http://127.0.0.1:9",  # never called
-           "SCHEDULER_ENABLED": "0", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+           "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_API_BASE": stripe.url,  # how each payment was made
+           "SCHEDULER_ENABLED": "0", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "RATELIMIT_ENABLED": "0"}
     bare_port, app_port = free_port(), free_port()
     servers = [serve("bench.webhook_bench:bare", bare_port, env), serve("wsgi:app", app_port, env)]
     try:
@@ -210,9 +247,11 @@ def main() -> None:
         for server in servers:
             server.terminate()
             server.wait()
+        stripe.close()
     dialect = url.split(":", 1)[0].split("+")[0]
     print(f"webhook inbox bench on {dialect}: {len(bodies)} deliveries ({args.unique} unique events, "
-          f"{len(bodies) - args.unique} duplicates), {args.concurrency} client threads, gunicorn -w 2")
+          f"{len(bodies) - args.unique} duplicates), {args.concurrency} client threads, gunicorn "
+          "(invoicing/gunicorn_conf.py)")
     print(f"  bare Flask POST   {ceiling['per_second']:7.0f} req/s   p50 {ceiling['p50_ms']:6.1f} ms   "
           f"p99 {ceiling['p99_ms']:6.1f} ms")
     print(f"  /webhooks/stripe  {inbox['per_second']:7.0f} deliveries/s   p50 {inbox['p50_ms']:6.1f} ms   "

@@ -197,6 +197,8 @@ def load_config(instance_path: str, environ: Mapping[str, str] | None = None) ->
         # Server-side request forgery guard: webhooks go to public addresses only, unless the operator says so.
         "WEBHOOKS_ALLOW_PRIVATE": env.flag("WEBHOOKS_ALLOW_PRIVATE", False),
         "PAYLINK_EXPIRY_DAYS": env.integer("PAYLINK_EXPIRY_DAYS", 30, low=1, high=3650),
+        # Pay page opens are counted in memory and written this often (0: in the request, as they come).
+        "PAY_VIEW_FLUSH_SECONDS": env.integer("PAY_VIEW_FLUSH_SECONDS", 1, low=0, high=60),
         "PASSWORD_HASH_METHOD": env.text("PASSWORD_HASH_METHOD", "scrypt"),
         "LOG_LEVEL": (env.text("LOG_LEVEL", "INFO") or "INFO").upper(),
         "SESSION_COOKIE_HTTPONLY": True,

@@ -257,6 +257,9 @@ class Invoice(Model):
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)  # succeeded payments minus refunds
     link_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Counts the changes a client could see on the pay page: this row, its payments, refunds and lines
+    # (services/pageversion.py bumps it); the pay page's rendering is kept per process under it.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     link_expires_on: Mapped[date | None] = mapped_column(Date)
     finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -14,15 +14,15 @@ from flask_wtf import FlaskForm
 
 from invoicing import pdf as pdf_module
 from invoicing.auth import is_staff
-from invoicing.extensions import limiter
+from invoicing.extensions import csrf, limiter
 from invoicing.gateways import current_gateway
 from invoicing.gateways.base import GatewayError
 from invoicing.gateways.sandbox import ACCOUNTS, CARDS, SandboxGateway
 from invoicing.models import Invoice
-from invoicing.pay import bp
+from invoicing.pay import bp, cache
 from invoicing.pay.forms import PayForm, SandboxCardForm
 from invoicing.rendering import go, render, wants_fragment
-from invoicing.services import DomainError, NotFound, checkout
+from invoicing.services import DomainError, NotFound, checkout, paylinks
 from invoicing.services.paylinks import LinkGone, LinkNotFound, resolve
 
 LIMIT = "30 per minute"  # per IP, against guessing tokens
@@ -41,12 +41,24 @@ def _invoice(token: str) -> Invoice:
 
 
 def _render_invoice(token: str, invoice: Invoice, form: PayForm, status: int = 200) -> tuple[str, int]:
+    key = paylinks.form_key(token, current_app.config["SECRET_KEY"])  # the form's CSRF token: the link's own
     return render_template("pay/invoice.html", page=checkout.pay_page(invoice), form=form, token=token,
-                           sandbox=current_gateway().name == "sandbox"), status
+                           sandbox=current_gateway().name == "sandbox", csrf_token=lambda: key), status
+
+
+def _fresh_page(token: str) -> tuple[str, int]:
+    invoice = _invoice(token)
+    return _render_invoice(token, invoice, _pay_form(invoice))
 
 
 def _pay_form(invoice: Invoice) -> PayForm:
-    return PayForm(currency=invoice.currency, amount_due=invoice.amount_due)
+    return PayForm(currency=invoice.currency, amount_due=invoice.amount_due, meta={"csrf": False})
+
+
+def _form_key_ok(token: str) -> bool:
+    given = request.form.get("csrf_token", "")
+    return not current_app.config.get("WTF_CSRF_ENABLED", True) or paylinks.form_key_ok(
+        token, current_app.config["SECRET_KEY"], given)
 
 
 @bp.errorhandler(pdf_module.PdfUnavailable)
@@ -70,21 +82,25 @@ def _link_gone(exc: LinkGone) -> tuple[str, int]:
 @bp.get("/<token>")
 @limiter.limit(LIMIT)
 def invoice(token: str) -> tuple[str, int]:
-    invoice = _invoice(token)
-    invoice_id = invoice.id
-    page = _render_invoice(token, invoice, _pay_form(invoice))
-    # After rendering: the page does not show views, and the commit would expire what it reads. Staff opening
-    # the link and HEAD requests (mail scanners checking links) are not the client looking at it.
+    """Served from the page kept for this invoice's version (cache.py). Staff opening the link and HEAD requests
+    (mail scanners checking links) are not the client looking at it: only other GETs count as opens."""
+    head = paylinks.head(token, secret_key=current_app.config["SECRET_KEY"], today=_now().date())
+    if head is None:
+        return _fresh_page(token)  # a 404 or 410 page, mostly
+    page = cache.serve(head, lambda: _fresh_page(token)[0])
     if not is_staff() and request.method == "GET":
-        checkout.record_view(invoice_id, now=_now())
-    return page
+        cache.count_open(head.invoice_id, _now())
+    return page, 200
 
 
 @bp.post("/<token>")
+@csrf.exempt  # its CSRF token is the link's own (paylinks.form_key), checked here
 @limiter.limit(LIMIT)
 def pay(token: str) -> Any:
     """Pay now: open (or reuse) a hosted checkout for the amount and send the client there."""
     invoice = _invoice(token)
+    if not _form_key_ok(token):
+        abort(400, description="This page is out of date: open the link again and pay from there.")
     form = _pay_form(invoice)
     if not form.validate_on_submit():
         return _render_invoice(token, invoice, form, 400)

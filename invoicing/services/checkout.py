@@ -33,7 +33,7 @@ from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, on_commit
 from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
@@ -77,19 +77,22 @@ def pay_page(invoice: Invoice) -> PayPage:
     )
 
 
-def record_view(invoice_id: int, *, now: datetime) -> None:
-    """A client opened the pay page: the first time marks the invoice viewed (audit), later ones count.
+def record_view(invoice_id: int, *, now: datetime, count: int = 1) -> None:
+    """A client opened the pay page (`count` times, the first at `now`): the first open marks the invoice viewed
+    (audit), later ones count.
 
-    A repeat open is one UPDATE of the counter: no row read back, no audit row, nothing else in the transaction."""
+    A repeat open is one UPDATE of the counter: no row read back, no audit row, nothing else in the transaction,
+    and neither updated_at nor the pay page's version moves (the page does not show views)."""
     with atomic():
         repeat = db.session.execute(
             update(Invoice).where(Invoice.id == invoice_id, Invoice.viewed_at.is_not(None))
-            .values(view_count=Invoice.view_count + 1).execution_options(synchronize_session=False)
+            .values(view_count=Invoice.view_count + count, updated_at=Invoice.updated_at)
+            .execution_options(synchronize_session=False)
         )
         if repeat.rowcount:  # type: ignore[attr-defined]
             return
         invoice = lock_invoice(invoice_id)
-        invoice.view_count += 1
+        invoice.view_count += count
         if invoice.viewed_at is None:
             invoice.viewed_at = now
             record("invoice.viewed", invoice, actor=Actor.anonymous(), now=now)
@@ -389,14 +392,16 @@ def pending_state(checkout: Checkout, gateway: Gateway, *, now: datetime
 def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetime,
                   payer_email: str | None = None) -> None:
     """Follow-ups of a recorded payment, each idempotent: how it was paid, the receipt, then closing sessions
-    it made stale."""
-    describe_payment(payment_id, gateway=gateway)
+    it made stale. Inside a transaction (the inbox's), the provider calls wait until it has committed: the
+    inbox asks how it was paid before (inbox.receive), and a receipt queued without it says "Card"."""
+    on_commit(lambda: describe_payment(payment_id, gateway=gateway))
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return
-    if payment.status in COUNTED:
-        enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email)
-    expire_stale_sessions(payment.invoice_id, gateway=gateway, site=site, now=now)
+    if payment.status in COUNTED:  # after its receipt number, which a larger transaction takes at its end
+        before_commit(lambda: enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email))
+    invoice_id = payment.invoice_id
+    on_commit(lambda: expire_stale_sessions(invoice_id, gateway=gateway, site=site, now=now))
 
 
 def describe_payment(payment_id: int, *, gateway: Gateway) -> None:
@@ -445,12 +450,22 @@ def queue_email(kind: str, template: str, invoice: Invoice, *, to: str, subject:
         return None
 
 
+def _lock_first(invoice_id: int) -> None:
+    """On its own, a payment's email takes its invoice's row lock before queueing: the inbox's one transaction
+    holds that lock while it queues the same email (same dedupe key), and an insert that waited on the other's
+    key while holding the invoice's key-share (the outbox row's foreign key) would deadlock with it. Inside a
+    larger transaction the lock is held already."""
+    if not in_larger_transaction():
+        lock_invoice(invoice_id)
+
+
 def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: str | None = None) -> bool:
     """Queue the receipt of a card payment once (dedupe key receipt:{payment_id}); True if queued now."""
     with atomic():
         payment = db.session.get(Payment, payment_id)
         if payment is None or payment.status not in COUNTED or payment.method not in PROVIDER_METHODS:
             return False
+        _lock_first(payment.invoice_id)
         key = f"receipt:{payment.id}"
         if db.session.execute(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == key)).first():
             return False
@@ -472,6 +487,7 @@ def notify_payment_failed(payment_id: int, *, site: Site, now: datetime) -> bool
         payment = db.session.get(Payment, payment_id)
         if payment is None or payment.status != "failed":
             return False
+        _lock_first(payment.invoice_id)
         invoice = payment.invoice
         subject = (f"Payment failed: {format_money(payment.amount, payment.currency)} by {payment.method_label} "
                    f"on invoice {invoice.number}, now open again")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,16 +30,65 @@ def begin_write() -> None:
     db.session.connection(execution_options={"sqlite_immediate": True})
 
 
+OUTER = "db.atomic"  # session.info: a block of atomic() is open (its follow-ups wait in the list)
+LAST = "db.before_commit"  # work for the end of that transaction
+NESTED = "db.nested"  # how many blocks inside it are open
+
+
 @contextmanager
 def atomic() -> Iterator[None]:
-    """Run the block in one write transaction: commit it all, or roll all of it back."""
+    """Run the block in one write transaction: commit it all, or roll all of it back.
+
+    Inside another atomic block, the block is part of that one transaction (the webhook inbox stores, applies and
+    queues an event in one); `before_commit` work runs at its end, `on_commit` work once it has committed."""
+    info = db.session.info
+    if OUTER in info:
+        info[NESTED] = info.get(NESTED, 0) + 1
+        try:
+            yield
+        finally:
+            info[NESTED] -= 1
+        return
+    info[OUTER], info[LAST], info[NESTED] = [], [], 0
     try:
         begin_write()
         yield
+        for work in info[LAST]:
+            work()
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
+    finally:
+        later: list[Callable[[], object]] = info.pop(OUTER, [])
+        info.pop(LAST, None)
+        info.pop(NESTED, None)
+    for work in later:  # only reached once committed
+        work()
+
+
+def in_larger_transaction() -> bool:
+    """This atomic block is part of another one's transaction (its caller's, e.g. the webhook inbox's)."""
+    return bool(db.session.info.get(NESTED))
+
+
+def before_commit(work: Callable[[], object]) -> None:
+    """Run `work` at the end of the current atomic block's transaction, in the order given (at once outside of
+    one): what takes a lock every transaction waits for (a receipt number) is taken last, so it is held only
+    until the commit, and what shows it comes after."""
+    if OUTER in db.session.info:
+        db.session.info[LAST].append(work)
+    else:
+        work()
+
+
+def on_commit(work: Callable[[], object]) -> None:
+    """Run `work` after the current atomic block commits (at once outside of one): provider calls, which must
+    never wait inside a transaction holding row locks."""
+    if OUTER in db.session.info:
+        db.session.info[OUTER].append(work)
+    else:
+        work()
 
 
 def lock_invoice(invoice_id: int, organization_id: int | None = None) -> Invoice:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
@@ -33,6 +35,8 @@ from invoicing.gateways.base import (
     DisputeInfo,
     Event,
     Gateway,
+    GatewayError,
+    MethodDetails,
     RefundInfo,
 )
 from invoicing.models import CheckoutGroup, Invoice, Payment, Refund, WebhookEvent
@@ -66,6 +70,7 @@ from invoicing.services.payments import (
     apply_group_payment,
     apply_payment,
     apply_refund,
+    record_method,
     reverse_refund,
 )
 
@@ -81,6 +86,7 @@ class Context:
     site: Site
     now: datetime
     actor: Actor = WEBHOOK_ACTOR
+    method: MethodDetails | None = None  # how the payment was made, asked before the transaction
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ def receive(provider: str, raw: bytes, signature: str | None, *, gateway: Gatewa
             now: datetime) -> Delivery:
     """Verify, store and apply one delivery. Raises SignatureError (before any write) if it is not genuine."""
     event = gateway.parse_event(raw, signature)
+    if event.type in AT_ONCE:
+        return _receive_at_once(provider, raw, event, Context(gateway, site, now))
     try:
         with atomic():
             row = WebhookEvent(provider=provider, event_id=event.id, type=event.type,
@@ -114,6 +122,81 @@ def receive(provider: str, raw: bytes, signature: str | None, *, gateway: Gatewa
             return Delivery("duplicate", 200, event.id, known.id, note=known.status)
         row_id = known.id
     return _apply(row_id, event, Context(gateway, site, now))
+
+
+# --- one transaction per event ----------------------------------------------------------------------------
+# For the types in AT_ONCE the row is stored, the event applied and its emails queued in ONE transaction (the
+# services' own atomic blocks join it): a commit a delivery, and no half-done state for a retry to mend.
+# Provider calls never wait inside it: how a payment was made is asked before, the rest (closing stale
+# checkouts) runs once it has committed (db.on_commit). A failure rolls all of it back and keeps the event as
+# "failed" (the provider retries; reconcile re-applies). A duplicate is answered from one read.
+
+
+class _Duplicate(Exception):
+    def __init__(self, row: WebhookEvent):
+        super().__init__(row.event_id)
+        self.row = row
+
+
+def _known(provider: str, event_id: str) -> WebhookEvent | None:
+    return db.session.execute(select(WebhookEvent).where(
+        WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+        .execution_options(populate_existing=True)).scalar_one_or_none()
+
+
+def _store(provider: str, event: Event, raw: bytes, now: datetime) -> int:
+    """The event's row in the current transaction: new, or the failed one kept from an earlier delivery.
+    Raises _Duplicate for one processed (or ignored) meanwhile by another request."""
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stored = db.session.execute(insert(WebhookEvent).values(
+        provider=provider, event_id=event.id, type=event.type, payload=raw.decode("utf-8"), status="received",
+        attempts=0, received_at=now).on_conflict_do_nothing().returning(WebhookEvent.id)).scalar()
+    if stored is not None:
+        return int(stored)
+    known = _known(provider, event.id)
+    assert known is not None
+    if known.status in ("processed", "ignored"):
+        raise _Duplicate(known)
+    return known.id
+
+
+def _method(event: Event, ctx: Context) -> MethodDetails | None:
+    """How a succeeded payment of one of our invoices was made, asked before the transaction (None: unknown,
+    or not ours; the receipt then says "Card" and after_payment asks again once committed)."""
+    if event.type != "payment_intent.succeeded":
+        return None
+    intent = event.payment_intent()
+    if intent.method is not None or not intent.metadata.get("invoice_id") or is_group(intent.metadata):
+        return intent.method
+    try:
+        return ctx.gateway.retrieve_payment_intent(intent.id).method
+    except GatewayError as exc:
+        log.warning("payment method of %s not retrieved: %s", intent.id, exc.message)
+        return None
+
+
+def _receive_at_once(provider: str, raw: bytes, event: Event, ctx: Context) -> Delivery:
+    known = _known(provider, event.id)
+    if known is not None and known.status in ("processed", "ignored"):
+        return Delivery("duplicate", 200, event.id, known.id, note=known.status)
+    ctx = replace(ctx, method=_method(event, ctx))
+    handler = HANDLERS[event.type]
+    try:
+        with atomic():
+            row_id = _store(provider, event, raw, ctx.now)
+            note = handler(event, ctx)
+            status = "ignored" if note.startswith("ignored") else "processed"
+            _finish(row_id, status, note if status == "ignored" else None, ctx.now)
+    except _Duplicate as duplicate:
+        return Delivery("duplicate", 200, event.id, duplicate.row.id, note=duplicate.row.status)
+    except Exception as exc:  # noqa: BLE001 - any failure: keep the event, say why, let the provider retry
+        log.exception("webhook %s (%s) failed", event.id, event.type, extra={"event_id": event.id})
+        with atomic():
+            row_id = _store(provider, event, raw, ctx.now)
+            _finish(row_id, "failed", f"{type(exc).__name__}: {exc}", ctx.now)
+        return Delivery("failed", 500, event.id, row_id, note=str(exc))
+    log.info("webhook %s (%s) %s", event.id, event.type, status, extra={"event_id": event.id})
+    return Delivery(status, 200, event.id, row_id, note=note)
 
 
 def receive_now(provider: str, raw: bytes, signature: str) -> Delivery:
@@ -271,6 +354,8 @@ def _on_payment_intent(event: Event, ctx: Context) -> str:
         failure_message=intent.failure_message if failed else None,
     )
     if status == "succeeded":
+        if ctx.method is not None:  # asked before the transaction (receive): the receipt names it
+            record_method(result.payment.id, ctx.method)
         after_payment(result.payment.id, gateway=ctx.gateway, site=ctx.site, now=ctx.now)
     if failed and before == "processing":  # a settles-later payment that failed: tell the client
         notify_payment_failed(result.payment.id, site=ctx.site, now=ctx.now)
@@ -467,6 +552,8 @@ HANDLERS: dict[str, Handler] = {
 }
 # The events to enable on the Stripe webhook endpoint (README).
 EVENT_TYPES = tuple(HANDLERS)
+# Stored, applied and queued in one transaction (receive): their handlers only write (provider calls wait).
+AT_ONCE = frozenset(INTENT_STATUS)
 
 
 # --- the admin's view of the inbox ------------------------------------------------------------------------

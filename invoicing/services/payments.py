@@ -28,7 +28,7 @@ from invoicing.money import MAX_AMOUNT, format_money
 from invoicing.services import DomainError
 from invoicing.services.attention import admin_emails, email_admins, open_case
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, lock_invoice, take_next
+from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, take_next
 from invoicing.services.receipts import queue_manual_receipt
 from invoicing.services.site import Site
 
@@ -294,8 +294,18 @@ def _fill_group_refs(group: CheckoutGroup, **refs: str | None) -> None:
 
 def _number_receipt(payment: Payment) -> None:
     """Receipt numbers go to money received only, in order and without gaps per organization (a declined
-    attempt takes none); a payment that settles later gets its number when it succeeds."""
+    attempt takes none); a payment that settles later gets its number when it succeeds. Inside a larger
+    transaction (the inbox's) the number is taken at its end: the organization's counter row is locked only
+    from there to the commit, not while the rest of the event is applied."""
     if payment.status == "succeeded" and payment.receipt_number is None:
+        if in_larger_transaction() and not payment.overpayment:  # an overpayment's audit row names it: now
+            before_commit(lambda: _take_receipt_number(payment))
+        else:
+            _take_receipt_number(payment)
+
+
+def _take_receipt_number(payment: Payment) -> None:
+    if payment.receipt_number is None:
         payment.receipt_number = f"R-{take_next(ReceiptCounter, organization_id=payment.organization_id):06d}"
 
 

@@ -180,3 +180,37 @@ def test_it_shows_staff_only_the_events_about_their_organization(stripe, world):
     other = next(r for r in list_events(None) if r.invoice and r.invoice.id == theirs.id)
     with pytest.raises(DomainError):
         get_event(world.org_a.id, other.event.id)
+
+
+def test_a_payment_intent_event_is_stored_applied_and_queued_in_one_transaction(stripe, world):
+    """payment_intent.succeeded: the event, the payment (numbered), its audit row and the receipt, which names the
+    receipt number and the card (asked before the transaction); a duplicate changes nothing. (All or nothing:
+    the next test.)"""
+    invoice = make_invoice(world.client_a, status="open")
+    intent = paid(stripe, invoice)["intent"]
+    first = send(stripe, "payment_intent.succeeded", intent, event_id="evt_once")
+    assert (first.status, first.http_status) == ("processed", 200)
+    payment, = payments_of(invoice)
+    receipt, = receipts()
+    assert payment.receipt_number == "R-000001" and payment.method_label == "Visa •••• 4242"
+    assert "R-000001" in receipt.subject and "R-000001" in receipt.text_body and "Visa •••• 4242" in receipt.text_body
+    row = db.session.scalar(select(WebhookEvent))
+    assert (row.status, row.attempts, row.invoice_id) == ("processed", 1, invoice.id)
+    again = send(stripe, "payment_intent.succeeded", intent, event_id="evt_once")
+    assert (again.status, again.note) == ("duplicate", "processed") and len(payments_of(invoice)) == 1
+    assert_invariants()
+
+
+def test_a_failure_in_the_one_transaction_keeps_nothing_but_the_failed_event(stripe, world):
+    invoice = make_invoice(world.client_a, status="open")
+    intent = paid(stripe, invoice)["intent"]
+    with payment_inserts_fail():
+        failed = send(stripe, "payment_intent.succeeded", intent, event_id="evt_fails")
+    assert (failed.status, failed.http_status) == ("failed", 500)
+    row = db.session.scalar(select(WebhookEvent))
+    assert (row.status, row.attempts) == ("failed", 1) and "injected fault" in (row.error or "")
+    assert payments_of(invoice) == [] and receipts() == [] and fresh(invoice).status == "open"
+    retried = send(stripe, "payment_intent.succeeded", intent, event_id="evt_fails")  # the provider retries
+    assert retried.status == "processed" and [p.status for p in payments_of(invoice)] == ["succeeded"]
+    assert db.session.scalar(select(WebhookEvent.attempts)) == 2 and len(receipts()) == 1
+    assert_invariants()
