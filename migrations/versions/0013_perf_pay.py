@@ -5,7 +5,7 @@
   with the token in one indexed statement.
 
 Revision ID: 0013_perf_pay
-Revises: 0012_scheduler
+Revises: 0013_subscriptions
 Create Date: 2026-12-01 20:20:00
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0013_perf_pay'
-down_revision = '0012_scheduler'
+down_revision = '0013_subscriptions'
 branch_labels = None
 depends_on = None
 
