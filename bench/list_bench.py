@@ -64,8 +64,9 @@ def reset_schema(app: Flask) -> None:
         with db.engine.begin() as conn:
             if db.engine.dialect.name == "postgresql":
                 conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-            else:
-                for table in ("alembic_version", *[t.name for t in reversed(db.metadata.sorted_tables)]):
+            else:  # the search index (migration 0013) first: it is not in the models
+                for table in ("client_search", "alembic_version",
+                              *[t.name for t in reversed(db.metadata.sorted_tables)]):
                     conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
         upgrade(revision="heads")
 

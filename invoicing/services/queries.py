@@ -19,7 +19,22 @@ from datetime import date, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Select, and_, bindparam, false, func, or_, select, text, true, tuple_
+from sqlalchemy import (
+    Date,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    column,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import joinedload, load_only, selectinload
 from sqlalchemy.sql.functions import FunctionElement
@@ -279,11 +294,13 @@ def _cursor_value(sort_key: str, value: Any) -> Any:
 
 
 def filtered_query(user: User, filters: InvoiceFilters, *, now: datetime, query: Select[Any] | None = None,
-                   search: Search | None = None) -> Select[Any]:
+                   search: Search | None = None, by_client: bool = False) -> Select[Any]:
     """Invoices matching the filters, scoped to the user; not ordered. `query` selects something other than
-    whole Invoice objects (the list's rows)."""
+    whole Invoice objects (the list's rows). `by_client`: the caller adds a client, whose index must lead."""
     org_id = org_scope(user)
-    query = scoped(select(Invoice) if query is None else query, Invoice, user)
+    query = select(Invoice) if query is None else query
+    if org_id is not None:
+        query = query.where((unindexed(Invoice.organization_id) if by_client else Invoice.organization_id) == org_id)
     if filters.status in STATUS_FILTERS:
         due = Invoice.due_date if filters.sort.lstrip("-") == "due_date" else unindexed(Invoice.due_date)
         query = query.where(status_clause(filters.status, now, org_id, due=due))
@@ -348,6 +365,7 @@ def _number_may_match(term: str, number_format: str | None) -> bool:
 class Search:
     clause: Any
     seeks: bool  # the database can find the matches through indexes (few of them) rather than walk the list
+    clients: tuple[int, ...] | None = None  # the term matches these clients only (no number): few of them
 
 
 SPARSE = 2000
@@ -359,23 +377,50 @@ def _few(clause: Any) -> bool:
     return int(db.session.execute(select(func.count()).select_from(capped)).scalar_one()) <= SPARSE
 
 
-def search_clause(user: User, term: str) -> Search:
-    """Search by invoice number (prefix) or client (name or email contains), shaped so that the database
-    can seek instead of reading every invoice: the matching clients are looked up first (there are few) and
-    the number test is only added when the term could start a number of this organization."""
+TRIGRAM = 3  # the search index finds substrings this long or longer; shorter terms read the organization's clients
+
+
+def client_match(term: str) -> Any:
+    """A clause on Client: its name or email contains `term`, in any case (% and _ are plain characters).
+
+    The one door to the search index (migration 0013): on SQLite an FTS5 trigram table kept in step with
+    `client` by triggers, on PostgreSQL trigram (pg_trgm) indexes that ILIKE uses. Either way a search reads
+    the index, not every client; a term under three characters has no trigram and reads the organization's
+    clients (a bounded set: the caller scopes it)."""
     escaped = _escape_like(term)
-    clients = scoped(select(Client.id), Client, user).where(
-        or_(Client.name.ilike(f"%{escaped}%", escape="\\"), Client.email.ilike(f"%{escaped}%", escape="\\")))
+    if db.session.get_bind().dialect.name == "sqlite" and len(term) >= TRIGRAM:
+        phrase = '"' + term.replace('"', '""') + '"'  # an FTS5 string: the characters as they are
+        matches = text("SELECT rowid FROM client_search WHERE client_search MATCH :client_phrase").bindparams(
+            client_phrase=phrase).columns(column("rowid", Integer))
+        return Client.id.in_(matches)
+    return or_(Client.name.ilike(f"%{escaped}%", escape="\\"), Client.email.ilike(f"%{escaped}%", escape="\\"))
+
+
+def number_match(term: str) -> Any:
+    """A clause on Invoice: its number starts with `term`, in any case (PostgreSQL: the trigram index)."""
+    return Invoice.number.ilike(f"{_escape_like(term)}%", escape="\\")
+
+
+def search_clause(user: User, term: str, *, per_client: bool = False) -> Search:
+    """Search by invoice number (prefix) or client (name or email contains), shaped so that the database
+    can seek instead of reading every invoice: the matching clients are found through the search index
+    (client_match; there are few), and the number test is only added when the term could start a number of
+    this organization. `clients` (when few) lets the list seek each client's newest invoices."""
+    clients = scoped(select(Client.id), Client, user).where(client_match(term))
     client_ids = list(db.session.execute(clients.limit(MAX_SEARCH_CLIENTS + 1)).scalars())
     few_clients = len(client_ids) <= MAX_SEARCH_CLIENTS
     org_id = org_scope(user)
     org = organization(org_id) if org_id is not None else None
     number_like = None
     if _number_may_match(term, org.number_format if org else None):
-        number_like = Invoice.number.like(f"{escaped}%", escape="\\")
+        number_like = number_match(term)
+    found = tuple(client_ids) if few_clients and number_like is None else None
+    if per_client and found and len(found) <= PER_CLIENT:  # the caller seeks client by client: no count needed
+        return Search(Invoice.client_id.in_(found), seeks=False, clients=found)
     if db.session.get_bind().dialect.name != "sqlite":
         by_client = Invoice.client_id.in_(client_ids if few_clients else clients) if client_ids else None
-        return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False)
+        return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False,
+                      clients=found)
     # SQLite's LIKE ignores case and so cannot use the (organization, number) index; the same prefix as ranges
     # (exact, upper, lower case) can. Seeking pays when few invoices match ("2026-0042", a rare client);
     # when many do ("2026", "Studio"), walking the list by date finds 50 at once. A bounded count decides,
@@ -388,14 +433,54 @@ def search_clause(user: User, term: str) -> Search:
     seekable = [c for c in (Invoice.client_id.in_(client_ids) if client_ids and few_clients else None, ranges)
                 if c is not None]
     if not seekable and not client_ids:
-        return Search(false(), seeks=True)
+        return Search(false(), seeks=True, clients=found)
     seeks = bool(seekable) and (few_clients or not client_ids) and _few(or_(*seekable))
     if seeks:
-        return Search(or_(*seekable), seeks=True) if number_like is None else Search(
+        return Search(or_(*seekable), seeks=True, clients=found) if number_like is None else Search(
             or_(*[c for c in (Invoice.client_id.in_(client_ids) if client_ids else None,
                               and_(number_like, ranges)) if c is not None]), seeks=True)
     by_client = unindexed(Invoice.client_id).in_(client_ids if few_clients else clients) if client_ids else None
-    return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False)
+    return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False,
+                  clients=found)
+
+
+PER_CLIENT = 40  # a search that matches up to this many clients reads each one's newest invoices
+
+
+def _row_query(ids: Any, order: tuple[Any, ...]) -> Select[Any]:
+    return cast("Select[Any]", select(*ROW_COLUMNS).join(Client, Client.id == Invoice.client_id)
+                .where(Invoice.id.in_(ids)).order_by(*order))
+
+
+def _per_client_page(user: User, filters: InvoiceFilters, client_ids: tuple[int, ...], *, now: datetime,
+                     cursor: str | None, limit: int) -> InvoicePage:
+    """A search that matched a few clients, newest (or oldest) first: each client's first rows through its
+    (client, status, issue date) or (client, issue date) index, merged. Reads at most limit + 1 rows per client
+    however many invoices they have, where one list walk would read every invoice of theirs (issue 14)."""
+    desc = filters.sort.startswith("-")
+    after = decode_cursor(cursor)
+    start = None
+    if after is not None:
+        try:
+            start = (_cursor_value("issue_date", after[0]), after[1])
+        except ValueError:
+            start = None
+    inner = filtered_query(user, replace(filters, q=""), now=now, by_client=True,
+                           query=cast("Select[Any]", select(Invoice.id, Invoice.issue_date)))
+    if start is not None:
+        bound = tuple_(Invoice.issue_date, Invoice.id)
+        inner = inner.where(bound < tuple_(*start) if desc else bound > tuple_(*start))
+    order = (Invoice.issue_date.desc(), Invoice.id.desc()) if desc else (Invoice.issue_date, Invoice.id)
+    parts = [inner.where(Invoice.client_id == c).order_by(*order).limit(limit + 1).subquery() for c in client_ids]
+    merged = union_all(*[select(p.c.id, p.c.issue_date) for p in parts]).subquery()
+    ids = select(merged.c.id).order_by(*((merged.c.issue_date.desc(), merged.c.id.desc()) if desc else (
+        merged.c.issue_date, merged.c.id))).limit(limit + 1)
+    found: list[Any] = [InvoiceRow(*row) for row in db.session.execute(_row_query(ids, order))]
+    next_cursor = None
+    if len(found) > limit:
+        found = found[:limit]
+        next_cursor = encode_cursor(found[-1].issue_date, found[-1].id)
+    return InvoicePage(found, next_cursor, filters)
 
 
 def list_invoices(
@@ -425,12 +510,16 @@ def list_invoices(
         # Ids first, from an index that covers the tabs' filters and the search (no table reads), then the 50
         # rows shown. Not when the filters can seek (a client; a rare number or client name): SQLite would
         # then walk a covering index instead of seeking (bench/list_bench.py; PostgreSQL chooses well).
-        search = search_clause(user, filters.q.strip()) if filters.q.strip() else None
+        search = search_clause(user, filters.q.strip(), per_client=key == "issue_date" and filters.client_id is None
+                               ) if filters.q.strip() else None
         sqlite = db.session.get_bind().dialect.name == "sqlite"
         seeks = (search is not None and search.seeks) or (filters.client_id is not None and (
             not sqlite or _few(Invoice.client_id == filters.client_id)))
         selected = select(*ROW_COLUMNS).join(Client, Client.id == Invoice.client_id) if seeks else select(Invoice.id)
         base = filtered_query(user, filters, now=now, query=cast("Select[Any]", selected), search=search)
+        if search is not None and search.clients and len(search.clients) <= PER_CLIENT and key == "issue_date" \
+                and filters.client_id is None:
+            return _per_client_page(user, filters, search.clients, now=now, cursor=cursor, limit=limit)
     else:
         client = joinedload(Invoice.client, innerjoin=True)
         options = [client] if full else [load_only(*LIST_COLUMNS, raiseload=True),
@@ -447,8 +536,7 @@ def list_invoices(
     def run(phase: tuple[Select[Any], tuple[Any, ...]], n: int) -> list[Any]:
         query, order = phase
         if rows and not seeks:  # the ids in one subquery, the rows around it: one round trip
-            query = cast("Select[Any]", select(*ROW_COLUMNS).join(Client, Client.id == Invoice.client_id).where(
-                Invoice.id.in_(query.order_by(*order).limit(n))).order_by(*order))
+            query = _row_query(query.order_by(*order).limit(n), order)
         else:
             query = query.order_by(*order).limit(n)
         result = db.session.execute(query)
