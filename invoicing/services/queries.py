@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Date,
-    Integer,
     Select,
+    String,
     and_,
     bindparam,
     column,
@@ -33,7 +33,6 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
-    union_all,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import joinedload, load_only, selectinload
@@ -65,20 +64,27 @@ LIST_COLUMNS = (
     Invoice.due_date, Invoice.total, Invoice.amount_paid, Invoice.sent_at, Invoice.viewed_at, Invoice.disputed_at,
     Invoice.attention_since,
 )
-ROW_COLUMNS = (Invoice.id, *LIST_COLUMNS, Client.name)
+# The status of the invoice's latest email (not reminders or receipts), read with the row: email_states in one.
+LATEST_EMAIL = (select(OutboxEmail.status).where(OutboxEmail.invoice_id == Invoice.id, OutboxEmail.kind == "invoice")
+                .order_by(OutboxEmail.id.desc()).limit(1).correlate(Invoice).scalar_subquery())
+ROW_COLUMNS = (Invoice.id, *LIST_COLUMNS, Client.name, LATEST_EMAIL)
 
 
 class InvoiceRow:
     """One line of the admin invoice list, read as a plain row (the ORM costs 5x more for 50 rows).
 
-    Its badges and amount due are the model's own methods, so a row and an Invoice never disagree."""
+    Its badges and amount due are the model's own methods, so a row and an Invoice never disagree. `email` is
+    what happened to its latest email (EMAIL_STATES: queued, held, delivered, failed), None without one."""
 
     __slots__ = ("id", "organization_id", "client_id", "number", "status", "currency", "issue_date", "due_date",
-                 "total", "amount_paid", "sent_at", "viewed_at", "disputed_at", "attention_since", "client_name")
+                 "total", "amount_paid", "sent_at", "viewed_at", "disputed_at", "attention_since", "client_name",
+                 "email")
 
     def __init__(self, *values: Any):
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
+        status = values[-1]
+        self.email: str | None = EMAIL_STATES.get(status, status) if status else None
 
     amount_due = Invoice.amount_due
     is_overdue = Invoice.is_overdue
@@ -380,6 +386,19 @@ def _few(clause: Any) -> bool:
 TRIGRAM = 3  # the search index finds substrings this long or longer; shorter terms read the organization's clients
 
 
+def _client_match_sql(term: str) -> tuple[str, dict[str, str]]:
+    if db.session.get_bind().dialect.name == "sqlite":
+        if len(term) >= TRIGRAM:
+            phrase = '"' + term.replace('"', '""') + '"'  # an FTS5 string: the characters as they are
+            return ("client.id IN (SELECT rowid FROM client_search WHERE client_search MATCH :client_phrase)",
+                    {"client_phrase": phrase})
+        like = "LIKE"  # SQLite's LIKE ignores (ASCII) case
+    else:
+        like = "ILIKE"
+    return (f"(client.name {like} :client_like ESCAPE '\\' OR client.email {like} :client_like ESCAPE '\\')",
+            {"client_like": f"%{_escape_like(term)}%"})
+
+
 def client_match(term: str) -> Any:
     """A clause on Client: its name or email contains `term`, in any case (% and _ are plain characters).
 
@@ -387,13 +406,23 @@ def client_match(term: str) -> Any:
     `client` by triggers, on PostgreSQL trigram (pg_trgm) indexes that ILIKE uses. Either way a search reads
     the index, not every client; a term under three characters has no trigram and reads the organization's
     clients (a bounded set: the caller scopes it)."""
-    escaped = _escape_like(term)
-    if db.session.get_bind().dialect.name == "sqlite" and len(term) >= TRIGRAM:
-        phrase = '"' + term.replace('"', '""') + '"'  # an FTS5 string: the characters as they are
-        matches = text("SELECT rowid FROM client_search WHERE client_search MATCH :client_phrase").bindparams(
-            client_phrase=phrase).columns(column("rowid", Integer))
-        return Client.id.in_(matches)
-    return or_(Client.name.ilike(f"%{escaped}%", escape="\\"), Client.email.ilike(f"%{escaped}%", escape="\\"))
+    sql, params = _client_match_sql(term)
+    return text(sql).bindparams(**params)
+
+
+@functools.cache
+def _client_ids_statement(match: str) -> Any:
+    return text(f"SELECT client.id FROM client WHERE client.organization_id = :org AND {match} LIMIT :n")
+
+
+def matching_client_ids(user: User, term: str, limit: int) -> list[int]:
+    """Up to `limit` ids of the user's clients that client_match(term) finds (a statement written once)."""
+    org_id = org_scope(user)
+    if org_id is None:
+        query = select(Client.id).where(client_match(term)).limit(limit)
+        return list(db.session.execute(query).scalars())
+    sql, params = _client_match_sql(term)
+    return list(db.session.execute(_client_ids_statement(sql), {**params, "org": org_id, "n": limit}).scalars())
 
 
 def number_match(term: str) -> Any:
@@ -406,8 +435,7 @@ def search_clause(user: User, term: str, *, per_client: bool = False) -> Search:
     can seek instead of reading every invoice: the matching clients are found through the search index
     (client_match; there are few), and the number test is only added when the term could start a number of
     this organization. `clients` (when few) lets the list seek each client's newest invoices."""
-    clients = scoped(select(Client.id), Client, user).where(client_match(term))
-    client_ids = list(db.session.execute(clients.limit(MAX_SEARCH_CLIENTS + 1)).scalars())
+    client_ids = matching_client_ids(user, term, MAX_SEARCH_CLIENTS + 1)
     few_clients = len(client_ids) <= MAX_SEARCH_CLIENTS
     org_id = org_scope(user)
     org = organization(org_id) if org_id is not None else None
@@ -417,6 +445,7 @@ def search_clause(user: User, term: str, *, per_client: bool = False) -> Search:
     found = tuple(client_ids) if few_clients and number_like is None else None
     if per_client and found and len(found) <= PER_CLIENT:  # the caller seeks client by client: no count needed
         return Search(Invoice.client_id.in_(found), seeks=False, clients=found)
+    clients = scoped(select(Client.id), Client, user).where(client_match(term))
     if db.session.get_bind().dialect.name != "sqlite":
         by_client = Invoice.client_id.in_(client_ids if few_clients else clients) if client_ids else None
         return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False,
@@ -452,30 +481,81 @@ def _row_query(ids: Any, order: tuple[Any, ...]) -> Select[Any]:
                 .where(Invoice.id.in_(ids)).order_by(*order))
 
 
-def _per_client_page(user: User, filters: InvoiceFilters, client_ids: tuple[int, ...], *, now: datetime,
-                     cursor: str | None, limit: int) -> InvoicePage:
-    """A search that matched a few clients, newest (or oldest) first: each client's first rows through its
-    (client, status, issue date) or (client, issue date) index, merged. Reads at most limit + 1 rows per client
-    however many invoices they have, where one list walk would read every invoice of theirs (issue 14)."""
+# The admin list's usual pages as SQL written once per shape (issue 14: building these statements with the ORM
+# cost several times running them). A shape is the dialect, the status tab, the direction, a cursor or not, which
+# optional filters are set, and whether a search picked a few clients (then each one's first rows are read
+# through its (client, status, issue date) or (client, issue date) index and merged: a few hundred rows at most
+# however many invoices those clients have). Other lists (other sorts, a client or a card, a superadmin across
+# organizations, a number search) are built with the ORM below. The status rules are _TAB_SQL's.
+FAST_FILTERS = {"currency": "currency = :currency", "date_from": "issue_date >= :date_from",
+                "date_to": "issue_date <= :date_to", "due_from": "due_date >= :due_from",
+                "due_to": "due_date <= :due_to"}
+_ROW_SQL = ("SELECT invoice.id, invoice.organization_id, invoice.client_id, invoice.number, invoice.status, "
+            "invoice.currency, invoice.issue_date, invoice.due_date, invoice.total, invoice.amount_paid, "
+            "invoice.sent_at, invoice.viewed_at, invoice.disputed_at, invoice.attention_since, client.name, "
+            "(SELECT outbox_email.status FROM outbox_email WHERE outbox_email.invoice_id = invoice.id "
+            "AND outbox_email.kind = 'invoice' ORDER BY outbox_email.id DESC LIMIT 1) "
+            "FROM invoice JOIN client ON client.id = invoice.client_id WHERE invoice.id IN ({ids}) "
+            "ORDER BY invoice.issue_date {dir}, invoice.id {dir}")
+
+
+@functools.cache
+def _fast_statement(dialect: str, status: str | None, desc: bool, after: bool, optional: tuple[str, ...],
+                    per_client: bool) -> Any:
+    direction = "DESC" if desc else "ASC"
+    where = [_TAB_SQL[status or "all"], *[f"AND {FAST_FILTERS[name]}" for name in optional]]
+    if after:
+        where.append(f"AND (issue_date, id) {'<' if desc else '>'} (:after_date, :after_id)")
+    sqlite = dialect == "sqlite"
+    if sqlite and status == "overdue":  # walk the issue-date index, not the due-date one (see `unindexed`)
+        where[0] = where[0].replace("due_date <", "+due_date <")
+    filters = " ".join(where)
+    order = f"ORDER BY issue_date {direction}, id {direction} LIMIT :n"
+    if not per_client:
+        ids = f"SELECT id FROM invoice WHERE organization_id = :org {filters} {order}"
+    elif sqlite:  # the organization is known from the clients: "+" keeps SQLite on the client's index
+        ids = (f"SELECT firsts.id FROM client AS picked JOIN invoice AS firsts ON firsts.id IN ("
+               f"SELECT id FROM invoice WHERE client_id = picked.id AND +organization_id = :org {filters} {order}) "
+               f"WHERE picked.id IN :clients ORDER BY firsts.issue_date {direction}, firsts.id {direction} LIMIT :n")
+    else:
+        ids = (f"SELECT firsts.id FROM client AS picked CROSS JOIN LATERAL (SELECT id, issue_date FROM invoice "
+               f"WHERE client_id = picked.id AND organization_id = :org {filters} {order}) AS firsts "
+               f"WHERE picked.id IN :clients ORDER BY firsts.issue_date {direction}, firsts.id {direction} LIMIT :n")
+    params = [bindparam(name, type_=Date()) for name in ("today", "after_date", "date_from", "date_to", "due_from",
+                                                         "due_to") if f":{name}" in ids]
+    if per_client:
+        params.append(bindparam("clients", expanding=True))
+    return text(_ROW_SQL.format(ids=ids, dir=direction)).bindparams(*params).columns(
+        *[c for c in ROW_COLUMNS[:-1]], column("email", String()))
+
+
+def _fast_page(user: User, filters: InvoiceFilters, *, now: datetime, cursor: str | None, limit: int,
+               clients: tuple[int, ...] | None) -> InvoicePage | None:
+    """The page through a statement written once (see _fast_statement), or None when the list is not one of
+    those shapes."""
+    org_id = org_scope(user)
+    if org_id is None or filters.sort.lstrip("-") != "issue_date" or filters.client_id is not None or filters.card:
+        return None
+    if filters.q.strip() and clients is None:
+        return None
     desc = filters.sort.startswith("-")
+    optional = tuple(name for name in FAST_FILTERS if getattr(filters, name))
+    params: dict[str, Any] = {name: getattr(filters, name) for name in optional}
+    params.update(org=org_id, n=limit + 1, today=now.astimezone(ZoneInfo(_timezone(org_id))).date())
     after = decode_cursor(cursor)
-    start = None
     if after is not None:
         try:
-            start = (_cursor_value("issue_date", after[0]), after[1])
+            params.update(after_date=_cursor_value("issue_date", after[0]), after_id=after[1])
         except ValueError:
-            start = None
-    inner = filtered_query(user, replace(filters, q=""), now=now, by_client=True,
-                           query=cast("Select[Any]", select(Invoice.id, Invoice.issue_date)))
-    if start is not None:
-        bound = tuple_(Invoice.issue_date, Invoice.id)
-        inner = inner.where(bound < tuple_(*start) if desc else bound > tuple_(*start))
-    order = (Invoice.issue_date.desc(), Invoice.id.desc()) if desc else (Invoice.issue_date, Invoice.id)
-    parts = [inner.where(Invoice.client_id == c).order_by(*order).limit(limit + 1).subquery() for c in client_ids]
-    merged = union_all(*[select(p.c.id, p.c.issue_date) for p in parts]).subquery()
-    ids = select(merged.c.id).order_by(*((merged.c.issue_date.desc(), merged.c.id.desc()) if desc else (
-        merged.c.issue_date, merged.c.id))).limit(limit + 1)
-    found: list[Any] = [InvoiceRow(*row) for row in db.session.execute(_row_query(ids, order))]
+            after = None
+    if after is not None and params.get("after_date") is None:
+        after = None
+    if clients is not None:
+        params["clients"] = list(clients)
+    status = filters.status if filters.status in STATUS_FILTERS else None
+    statement = _fast_statement(db.session.get_bind().dialect.name, status, desc, after is not None, optional,
+                                clients is not None)
+    found: list[Any] = [InvoiceRow(*row) for row in db.session.execute(statement, params)]
     next_cursor = None
     if len(found) > limit:
         found = found[:limit]
@@ -512,14 +592,15 @@ def list_invoices(
         # then walk a covering index instead of seeking (bench/list_bench.py; PostgreSQL chooses well).
         search = search_clause(user, filters.q.strip(), per_client=key == "issue_date" and filters.client_id is None
                                ) if filters.q.strip() else None
+        fast = _fast_page(user, filters, now=now, cursor=cursor, limit=limit, clients=search.clients if search and (
+            search.clients and len(search.clients) <= PER_CLIENT) else None)
+        if fast is not None:
+            return fast
         sqlite = db.session.get_bind().dialect.name == "sqlite"
         seeks = (search is not None and search.seeks) or (filters.client_id is not None and (
             not sqlite or _few(Invoice.client_id == filters.client_id)))
         selected = select(*ROW_COLUMNS).join(Client, Client.id == Invoice.client_id) if seeks else select(Invoice.id)
         base = filtered_query(user, filters, now=now, query=cast("Select[Any]", selected), search=search)
-        if search is not None and search.clients and len(search.clients) <= PER_CLIENT and key == "issue_date" \
-                and filters.client_id is None:
-            return _per_client_page(user, filters, search.clients, now=now, cursor=cursor, limit=limit)
     else:
         client = joinedload(Invoice.client, innerjoin=True)
         options = [client] if full else [load_only(*LIST_COLUMNS, raiseload=True),

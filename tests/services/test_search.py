@@ -151,3 +151,15 @@ def test_the_search_index_exists_on_this_database(app):
     else:
         names = set(db.session.execute(text("SELECT indexname FROM pg_indexes")).scalars())
         assert {"ix_search_client_name", "ix_search_client_email", "ix_search_invoice_number"} <= names
+
+
+def test_a_superadmin_across_organizations_finds_every_organizations_invoices(world, shop):
+    """Not one organization: the list is built the general way, and still finds by client and by number."""
+    harbors = db.session.execute(select(Invoice.id).join(Client, Client.id == Invoice.client_id).where(
+        Client.name.like("Harbor%"))).scalars().all()
+    assert len(harbors) == 4
+    assert sorted(found(world.root, "harbor")) == sorted(harbors)
+    number = shop["Bay Studio"].number
+    by_number = found(world.root, number)
+    assert shop["Bay Studio"].id in by_number
+    assert {db.session.get(Invoice, i).number for i in by_number} == {number}
