@@ -2,8 +2,12 @@
 places ready strings (issue 14: per-row filters, calls and includes were most of the page's time).
 
 What a row shows is the same as the invoice page's: Invoice.badges and Invoice.amount_due (InvoiceRow borrows
-them), format_money, the `date` filter's format. Values that hold markup are Markup; the rest are escaped by
-the template as usual."""
+them), format_money, the `date` filter's format.
+
+Every field is ready for HTML as it is: the template places the rows with autoescaping off (escaping 600
+values a page was a fifth of its rendering). Text that comes from people (the number, the client's name) is
+escaped here; the rest is numbers, dates, money formatted by Babel, and badges built from fixed names.
+tests/admin/test_invoices.py holds a client name with markup to that."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from invoicing.money import format_money
 
@@ -35,9 +39,9 @@ class ListRow:
     __slots__ = ("id", "label", "client", "issued", "due", "currency", "total", "due_now", "badges")
 
     def __init__(self, row: Any, today: date):  # a queries.InvoiceRow
-        self.id = row.id
-        self.label = row.number or f"Draft #{row.id}"
-        self.client = row.client_name
+        self.id = int(row.id)
+        self.label = escape(row.number or f"Draft #{row.id}")
+        self.client = escape(row.client_name)
         self.issued = format_date(row.issue_date)
         self.due = format_date(row.due_date)
         self.currency = row.currency
