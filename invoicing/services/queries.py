@@ -495,13 +495,16 @@ _ROW_SQL = ("SELECT invoice.id, invoice.organization_id, invoice.client_id, invo
             "invoice.sent_at, invoice.viewed_at, invoice.disputed_at, invoice.attention_since, client.name, "
             "(SELECT outbox_email.status FROM outbox_email WHERE outbox_email.invoice_id = invoice.id "
             "AND outbox_email.kind = 'invoice' ORDER BY outbox_email.id DESC LIMIT 1) "
-            "FROM invoice JOIN client ON client.id = invoice.client_id WHERE invoice.id IN ({ids}) "
+            "FROM invoice JOIN client ON client.id = invoice.client_id "
+            "WHERE +invoice.organization_id = :org AND invoice.id IN ({ids}) "  # "+": find them by id
             "ORDER BY invoice.issue_date {dir}, invoice.id {dir}")
 
 
 @functools.cache
 def _fast_statement(dialect: str, status: str | None, desc: bool, after: bool, optional: tuple[str, ...],
-                    per_client: bool) -> Any:
+                    per_client: int) -> Any:
+    """`per_client`: how many clients a search picked (SQLite writes a subquery for each; PostgreSQL takes them
+    as one parameter, so any count > 0 gives the same statement there)."""
     direction = "DESC" if desc else "ASC"
     where = [_TAB_SQL[status or "all"], *[f"AND {FAST_FILTERS[name]}" for name in optional]]
     if after:
@@ -513,17 +516,18 @@ def _fast_statement(dialect: str, status: str | None, desc: bool, after: bool, o
     order = f"ORDER BY issue_date {direction}, id {direction} LIMIT :n"
     if not per_client:
         ids = f"SELECT id FROM invoice WHERE organization_id = :org {filters} {order}"
-    elif sqlite:  # the organization is known from the clients: "+" keeps SQLite on the client's index
-        ids = (f"SELECT firsts.id FROM client AS picked JOIN invoice AS firsts ON firsts.id IN ("
-               f"SELECT id FROM invoice WHERE client_id = picked.id AND +organization_id = :org {filters} {order}) "
-               f"WHERE picked.id IN :clients ORDER BY firsts.issue_date {direction}, firsts.id {direction} LIMIT :n")
-    else:
-        ids = (f"SELECT firsts.id FROM client AS picked CROSS JOIN LATERAL (SELECT id, issue_date FROM invoice "
-               f"WHERE client_id = picked.id AND organization_id = :org {filters} {order}) AS firsts "
-               f"WHERE picked.id IN :clients ORDER BY firsts.issue_date {direction}, firsts.id {direction} LIMIT :n")
+    else:  # the clients are the organization's; its invoices are theirs (the rows are checked once more below)
+        each = "SELECT id, issue_date FROM invoice WHERE client_id = {client} " + f"{filters} {order}"
+        merged = f"ORDER BY firsts.issue_date {direction}, firsts.id {direction} LIMIT :n"
+        if sqlite:  # no LATERAL: one subquery per client, each read from a covering index
+            ids = "SELECT firsts.id FROM (" + " UNION ALL ".join(
+                f"SELECT * FROM ({each.format(client=f':c{i}')})" for i in range(per_client)) + f") AS firsts {merged}"
+        else:
+            ids = (f"SELECT firsts.id FROM client AS picked CROSS JOIN LATERAL ({each.format(client='picked.id')}) "
+                   f"AS firsts WHERE picked.id IN :clients AND picked.organization_id = :org {merged}")
     params = [bindparam(name, type_=Date()) for name in ("today", "after_date", "date_from", "date_to", "due_from",
                                                          "due_to") if f":{name}" in ids]
-    if per_client:
+    if per_client and not sqlite:
         params.append(bindparam("clients", expanding=True))
     return text(_ROW_SQL.format(ids=ids, dir=direction)).bindparams(*params).columns(
         *[c for c in ROW_COLUMNS[:-1]], column("email", String()))
@@ -550,11 +554,13 @@ def _fast_page(user: User, filters: InvoiceFilters, *, now: datetime, cursor: st
             after = None
     if after is not None and params.get("after_date") is None:
         after = None
+    dialect = db.session.get_bind().dialect.name
+    per_client = 0 if clients is None else len(clients) if dialect == "sqlite" else 1
     if clients is not None:
-        params["clients"] = list(clients)
+        params.update({f"c{i}": c for i, c in enumerate(clients)} if dialect == "sqlite" else {
+            "clients": list(clients)})
     status = filters.status if filters.status in STATUS_FILTERS else None
-    statement = _fast_statement(db.session.get_bind().dialect.name, status, desc, after is not None, optional,
-                                clients is not None)
+    statement = _fast_statement(dialect, status, desc, after is not None, optional, per_client)
     found: list[Any] = [InvoiceRow(*row) for row in db.session.execute(statement, params)]
     next_cursor = None
     if len(found) > limit:
