@@ -1,4 +1,5 @@
-"""search index for the admin invoice list and the client pickers: clients by any part of their name or email
+"""search index for the admin invoice list and the client pickers (clients by any part of their name or email),
+and an index for the "viewed" tab's count
 
 - SQLite: an FTS5 table `client_search` (trigram tokenizer: any 3+ character substring, case-insensitive) over
   client.name and client.email, external content (the rows stay in `client`), kept in step by triggers on
@@ -6,7 +7,10 @@
 - PostgreSQL: the pg_trgm extension and GIN trigram indexes on client.name, client.email and invoice.number,
   which ILIKE '%term%' (and 'term%') use; PostgreSQL keeps them in step itself.
 
-services/queries.py:client_match is the one function that queries them. The objects are not in models.py
+- invoice (organization_id, status, viewed_at): the "viewed" tab's capped count seeks its first viewed invoice
+  instead of reading every unviewed open one first (both databases; in models.py).
+
+services/queries.py:client_match is the one function that queries the search index. The objects are not in models.py
 (a virtual table, trigram operator classes): migrations/env.py leaves them out of `flask db check`.
 
 Revision ID: 0013_perf_list
@@ -56,6 +60,8 @@ POSTGRES_DOWN = [
 
 
 def upgrade():
+    op.create_index('ix_invoice_org_status_viewed', 'invoice', ['organization_id', 'status', 'viewed_at'],
+                    unique=False)
     for statement in POSTGRES_UP if op.get_bind().dialect.name == "postgresql" else SQLITE_UP:
         op.execute(statement)
 
@@ -63,3 +69,4 @@ def upgrade():
 def downgrade():
     for statement in POSTGRES_DOWN if op.get_bind().dialect.name == "postgresql" else SQLITE_DOWN:
         op.execute(statement)
+    op.drop_index('ix_invoice_org_status_viewed', table_name='invoice')
