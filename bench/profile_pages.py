@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--seed", action="store_true")
     parser.add_argument("-n", type=int, default=300)
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--page", action="append", help="only these pages (list, filtered, keystroke, pay)")
+    parser.add_argument("--page", action="append", help="only these pages (hello, list, filtered, keystroke, pay)")
+    parser.add_argument("--no-profile", action="store_true", help="only the unprofiled times (quick; growth runs)")
     args = parser.parse_args()
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-" + "x" * 32)
     os.environ.setdefault("BASE_URL", "http://127.0.0.1:5000")
@@ -61,13 +62,16 @@ def main() -> None:
             continue
         for _ in range(20):
             assert client.get(path, headers=headers).status_code == 200
-        cpu = []
+        cpu, wall = [], []
         for _ in range(args.n):
-            started = time.process_time()
+            started, clock = time.process_time(), time.perf_counter()
             client.get(path, headers=headers)
             cpu.append((time.process_time() - started) * 1000)
-        print(f"\n== {name}: CPU per request without profiler: fastest {min(cpu):.2f} ms, "
-              f"median {statistics.median(cpu):.2f} ms")
+            wall.append((time.perf_counter() - clock) * 1000)
+        print(f"\n== {name}: per request without profiler: CPU fastest {min(cpu):.2f} ms, median "
+              f"{statistics.median(cpu):.2f} ms; wall fastest {min(wall):.2f} ms (PostgreSQL's own time included)")
+        if args.no_profile:
+            continue
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()

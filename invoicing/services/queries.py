@@ -2,9 +2,11 @@
 
 The invoice list is keyset-paginated on (sort column, id), so the 1,000th page costs what the first does, and
 every sort has an index that starts with the organization (migration 0003a). The admin list reads plain rows
-(InvoiceRow), ids first from an index that covers its filters; a search seeks by client or number when few
-invoices match. The tab counts (`status_counts`) are one statement of index range counts that stop at
-COUNT_CAP, and the views run it on full page loads only, never on the fragment that answers a keystroke.
+(InvoiceRow), ids first from an index that covers its filters, the usual shapes as SQL written once
+(_fast_statement); a search finds clients through the search index (client_match, migration 0013) and reads
+each of a few clients' first rows, or seeks by client or number when few invoices match. The tab counts
+(`status_counts`) are one statement of index range counts that stop at COUNT_CAP, and the views run it on
+full page loads only, never on the fragment that answers a keystroke.
 Measured with bench/list_bench.py (100,000 invoices).
 """
 
