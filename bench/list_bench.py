@@ -10,6 +10,11 @@ over HTTP to get a session cookie, and runs
 `wrk -t2 -c16 -d10s --latency` against hello, the list, a filtered list, a search keystroke and a
 pay page. Then it times 200 sequential requests of each page (the server time, without queueing).
 Figures: req/s, p50, p99, ratio to hello.
+
+`--growth` measures how the server time grows with the table instead: for 10,000, 100,000 and 1,000,000
+invoices (over the same 1,000 clients) it seeds a database of its own (the URL with `_10k`, `_100k`, `_1m`
+appended to the file or database name; created if missing; `--keep` reuses them) and times 200 sequential
+requests of the list, the filtered list and the keystroke. Target (issue 14): 1 M within 1.5x of 10 k.
 """
 
 from __future__ import annotations
@@ -64,8 +69,9 @@ def reset_schema(app: Flask) -> None:
         with db.engine.begin() as conn:
             if db.engine.dialect.name == "postgresql":
                 conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-            else:
-                for table in ("alembic_version", *[t.name for t in reversed(db.metadata.sorted_tables)]):
+            else:  # the search index (migration 0013) first: it is not in the models
+                for table in ("client_search", "alembic_version",
+                              *[t.name for t in reversed(db.metadata.sorted_tables)]):
                     conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
         upgrade(revision="heads")
 
@@ -243,6 +249,57 @@ def sequential(url: str, headers: dict[str, str], n: int = 200) -> float:
     return statistics.median(times)
 
 
+GROWTH = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+
+
+def sized_url(url: str, suffix: str) -> str:
+    """The database of one size: /tmp/bench.db -> /tmp/bench_1m.db; .../bench -> .../bench_1m (created)."""
+    if url.startswith("sqlite"):
+        stem, dot, ext = url.rpartition(".")
+        return f"{stem}_{suffix}.{ext}" if dot and "/" not in ext else f"{url}_{suffix}"
+    from sqlalchemy import create_engine, make_url, text
+
+    server = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"{server.database}_{suffix}"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def growth(args: argparse.Namespace) -> None:
+    base = os.environ["DATABASE_URL"]
+    medians: dict[str, dict[str, float]] = {}
+    for suffix, invoices in GROWTH.items():
+        os.environ["DATABASE_URL"] = sized_url(base, suffix)
+        if not args.keep:
+            app = _app()
+            started = time.perf_counter()
+            reset_schema(app)
+            seed(app, invoices=invoices, clients=args.clients, today=datetime.now(UTC).date())
+            print(f"seeded {invoices:,} invoices in {time.perf_counter() - started:.1f} s", flush=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        app_proc, app_url = serve("wsgi:app", env)
+        try:
+            auth = {"User-Agent": USER_AGENT, "Cookie": login(app_url)}
+            pages = {"list": (app_url + "/admin/invoices", auth), "filtered": (app_url + FILTERED, auth),
+                     "keystroke": (app_url + KEYSTROKE, {**auth, "HX-Request": "true"})}
+            for url, headers in pages.values():
+                for _ in range(20):
+                    urllib.request.urlopen(urllib.request.Request(url, headers=headers)).read()
+            medians[suffix] = {name: sequential(url, headers) for name, (url, headers) in pages.items()}
+        finally:
+            app_proc.terminate()
+            app_proc.wait()
+    print(f"\n{base.split(':', 1)[0]}, median server time of 200 requests one by one (ms), 1,000 clients")
+    print(f"{'page':<10} " + " ".join(f"{s:>8}" for s in GROWTH) + f" {'1m/10k':>8}")
+    for name in medians["10k"]:
+        row = [medians[s][name] for s in GROWTH]
+        print(f"{name:<10} " + " ".join(f"{v:>8.1f}" for v in row) + f" {row[-1] / row[0]:>7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=100_000)
@@ -250,6 +307,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the seeded database as it is")
     parser.add_argument("--only", action="append", help="only these pages (hello always runs): list, filtered, "
                                                          "keystroke, pay")
+    parser.add_argument("--growth", action="store_true", help="server time at 10 k, 100 k and 1 M invoices")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("set DATABASE_URL (sqlite:////tmp/bench.db or postgresql://postgres@127.0.0.1/bench)")
@@ -257,6 +315,9 @@ def main() -> None:
     os.environ.setdefault("BASE_URL", "http://127.0.0.1:5000")
     os.environ["RATELIMIT_ENABLED"] = "0"
     os.environ["SCHEDULER_ENABLED"] = "0"
+    if args.growth:
+        growth(args)
+        return
     if not args.keep:
         app = _app()
         started = time.perf_counter()

@@ -11,7 +11,7 @@ from flask import Flask, Response, abort, current_app, redirect, request, url_fo
 from flask.typing import ResponseReturnValue
 
 from invoicing.config import load_config
-from invoicing.extensions import configure_sqlite, csrf, db, htmx, limiter, login_manager, migrate
+from invoicing.extensions import configure_sqlite, csrf, db, htmx, limiter, login_manager, migrate, outside_models
 from invoicing.extensions import mail as mail_extension  # bare `mail` is rebound by the submodule invoicing.mail
 from invoicing.logredact import RedactingFilter
 from invoicing.services import pageversion
@@ -62,7 +62,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True, render_as_batch=True)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True, render_as_batch=True,
+                    include_name=outside_models)
     login_manager.init_app(app)
     csrf.init_app(app)
     mail_extension.init_app(app)

@@ -989,6 +989,9 @@ Index("ix_invoice_client_status", Invoice.client_id, Invoice.status, Invoice.iss
 Index("ix_invoice_org_attention", Invoice.organization_id, Invoice.attention_since)
 Index("ix_invoice_org_unpaid_flags", Invoice.organization_id, Invoice.status, Invoice.amount_paid,
       Invoice.viewed_at, Invoice.sent_at)
+# The "viewed" tab's count seeks its first viewed invoice (in the index above the unviewed, unpaid ones come
+# first: 21,000 entries read at a million invoices before the first viewed one; issue 14).
+Index("ix_invoice_org_status_viewed", Invoice.organization_id, Invoice.status, Invoice.viewed_at)
 
 
 # --- JSON API and outgoing webhooks (issue 13) -------------------------------------------------------------

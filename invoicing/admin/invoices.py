@@ -3,7 +3,6 @@ page and its actions (send, remind, record a payment, void, duplicate, delete)."
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -27,6 +26,7 @@ from invoicing.admin.forms import (
     parse_bulk,
     parse_invoice_filters,
 )
+from invoicing.admin.listing import list_rows
 from invoicing.auth import staff_required
 from invoicing.gateways import current_gateway
 from invoicing.models import Client, Invoice, Organization
@@ -78,12 +78,6 @@ def _default_currency() -> str | None:
     return org.default_currency if org else None
 
 
-@functools.lru_cache(maxsize=4096)
-def _date(value: date) -> str:
-    """The `date` filter's format, memoized like _money (a page shows 100 dates, mostly the same few)."""
-    return value.strftime("%b %-d, %Y")
-
-
 def _mail_config() -> Site:
     return Site.from_config(current_app.config)
 
@@ -104,8 +98,9 @@ def invoices() -> ResponseReturnValue:
     filters = parse_invoice_filters(request.args)
     client = clients.get_client(current_user, filters.client_id) if filters.client_id else None  # foreign: 404
     page = queries.list_invoices(current_user, now=now, filters=filters, cursor=request.args.get("after"), rows=True)
-    rows = dict(page=page, filters=filters, today=_today(now), fmt_money=format_money, fmt_date=_date,
-                email_states=queries.email_states(row.id for row in page.invoices), card=_card(filters, page, now))
+    today = _today(now)
+    rows = dict(page=page, rows=list_rows(page.invoices, today), filters=filters, today=today, fmt_money=format_money,
+                card=_card(filters, page, now))
     if wants_fragment():  # a keystroke or "older invoices": the rows only, no counts, no pickers
         return render(TEMPLATE_LIST, "rows", **rows)
     return render(TEMPLATE_LIST, "rows", **rows, **_list_page_context(filters, client, now))

@@ -32,7 +32,7 @@ from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
 from invoicing.services.db import atomic
 from invoicing.services.portal.auth import end_sessions
-from invoicing.services.queries import decode_cursor, encode_cursor, scoped
+from invoicing.services.queries import client_match, decode_cursor, encode_cursor, scoped
 from invoicing.services.users import normalize_email
 
 PAGE_SIZE = 50
@@ -259,8 +259,7 @@ def _search(query: Any, q: str) -> Any:
     term = q.strip()
     if not term:
         return query
-    like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return query.where(Client.name.ilike(like, escape="\\") | Client.email.ilike(like, escape="\\"))
+    return query.where(client_match(term))  # name or email contains it, through the search index
 
 
 def search_clients(

@@ -2,9 +2,11 @@
 
 The invoice list is keyset-paginated on (sort column, id), so the 1,000th page costs what the first does, and
 every sort has an index that starts with the organization (migration 0003a). The admin list reads plain rows
-(InvoiceRow), ids first from an index that covers its filters; a search seeks by client or number when few
-invoices match. The tab counts (`status_counts`) are one statement of index range counts that stop at
-COUNT_CAP, and the views run it on full page loads only, never on the fragment that answers a keystroke.
+(InvoiceRow), ids first from an index that covers its filters, the usual shapes as SQL written once
+(_fast_statement); a search finds clients through the search index (client_match, migration 0013) and reads
+each of a few clients' first rows, or seeks by client or number when few invoices match. The tab counts
+(`status_counts`) are one statement of index range counts that stop at COUNT_CAP, and the views run it on
+full page loads only, never on the fragment that answers a keystroke.
 Measured with bench/list_bench.py (100,000 invoices).
 """
 
@@ -19,7 +21,21 @@ from datetime import date, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Select, and_, bindparam, false, func, or_, select, text, true, tuple_
+from sqlalchemy import (
+    Date,
+    Select,
+    String,
+    and_,
+    bindparam,
+    column,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import joinedload, load_only, selectinload
 from sqlalchemy.sql.functions import FunctionElement
@@ -50,20 +66,27 @@ LIST_COLUMNS = (
     Invoice.due_date, Invoice.total, Invoice.amount_paid, Invoice.sent_at, Invoice.viewed_at, Invoice.disputed_at,
     Invoice.attention_since,
 )
-ROW_COLUMNS = (Invoice.id, *LIST_COLUMNS, Client.name)
+# The status of the invoice's latest email (not reminders or receipts), read with the row: email_states in one.
+LATEST_EMAIL = (select(OutboxEmail.status).where(OutboxEmail.invoice_id == Invoice.id, OutboxEmail.kind == "invoice")
+                .order_by(OutboxEmail.id.desc()).limit(1).correlate(Invoice).scalar_subquery())
+ROW_COLUMNS = (Invoice.id, *LIST_COLUMNS, Client.name, LATEST_EMAIL)
 
 
 class InvoiceRow:
     """One line of the admin invoice list, read as a plain row (the ORM costs 5x more for 50 rows).
 
-    Its badges and amount due are the model's own methods, so a row and an Invoice never disagree."""
+    Its badges and amount due are the model's own methods, so a row and an Invoice never disagree. `email` is
+    what happened to its latest email (EMAIL_STATES: queued, held, delivered, failed), None without one."""
 
     __slots__ = ("id", "organization_id", "client_id", "number", "status", "currency", "issue_date", "due_date",
-                 "total", "amount_paid", "sent_at", "viewed_at", "disputed_at", "attention_since", "client_name")
+                 "total", "amount_paid", "sent_at", "viewed_at", "disputed_at", "attention_since", "client_name",
+                 "email")
 
     def __init__(self, *values: Any):
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
+        status = values[-1]
+        self.email: str | None = EMAIL_STATES.get(status, status) if status else None
 
     amount_due = Invoice.amount_due
     is_overdue = Invoice.is_overdue
@@ -279,11 +302,13 @@ def _cursor_value(sort_key: str, value: Any) -> Any:
 
 
 def filtered_query(user: User, filters: InvoiceFilters, *, now: datetime, query: Select[Any] | None = None,
-                   search: Search | None = None) -> Select[Any]:
+                   search: Search | None = None, by_client: bool = False) -> Select[Any]:
     """Invoices matching the filters, scoped to the user; not ordered. `query` selects something other than
-    whole Invoice objects (the list's rows)."""
+    whole Invoice objects (the list's rows). `by_client`: the caller adds a client, whose index must lead."""
     org_id = org_scope(user)
-    query = scoped(select(Invoice) if query is None else query, Invoice, user)
+    query = select(Invoice) if query is None else query
+    if org_id is not None:
+        query = query.where((unindexed(Invoice.organization_id) if by_client else Invoice.organization_id) == org_id)
     if filters.status in STATUS_FILTERS:
         due = Invoice.due_date if filters.sort.lstrip("-") == "due_date" else unindexed(Invoice.due_date)
         query = query.where(status_clause(filters.status, now, org_id, due=due))
@@ -348,6 +373,7 @@ def _number_may_match(term: str, number_format: str | None) -> bool:
 class Search:
     clause: Any
     seeks: bool  # the database can find the matches through indexes (few of them) rather than walk the list
+    clients: tuple[int, ...] | None = None  # the term matches these clients only (no number): few of them
 
 
 SPARSE = 2000
@@ -359,23 +385,73 @@ def _few(clause: Any) -> bool:
     return int(db.session.execute(select(func.count()).select_from(capped)).scalar_one()) <= SPARSE
 
 
-def search_clause(user: User, term: str) -> Search:
+TRIGRAM = 3  # the search index finds substrings this long or longer; shorter terms read the organization's clients
+
+
+def _client_match_sql(term: str) -> tuple[str, dict[str, str]]:
+    if db.session.get_bind().dialect.name == "sqlite":
+        if len(term) >= TRIGRAM:
+            phrase = '"' + term.replace('"', '""') + '"'  # an FTS5 string: the characters as they are
+            return ("client.id IN (SELECT rowid FROM client_search WHERE client_search MATCH :client_phrase)",
+                    {"client_phrase": phrase})
+        like = "LIKE"  # SQLite's LIKE ignores (ASCII) case
+    else:
+        like = "ILIKE"
+    return (f"(client.name {like} :client_like ESCAPE '\\' OR client.email {like} :client_like ESCAPE '\\')",
+            {"client_like": f"%{_escape_like(term)}%"})
+
+
+def client_match(term: str) -> Any:
+    """A clause on Client: its name or email contains `term`, in any case (% and _ are plain characters).
+
+    The one door to the search index (migration 0013): on SQLite an FTS5 trigram table kept in step with
+    `client` by triggers, on PostgreSQL trigram (pg_trgm) indexes that ILIKE uses. Either way a search reads
+    the index, not every client; a term under three characters has no trigram and reads the organization's
+    clients (a bounded set: the caller scopes it)."""
+    sql, params = _client_match_sql(term)
+    return text(sql).bindparams(**params)
+
+
+@functools.cache
+def _client_ids_statement(match: str) -> Any:
+    return text(f"SELECT client.id FROM client WHERE client.organization_id = :org AND {match} LIMIT :n")
+
+
+def matching_client_ids(user: User, term: str, limit: int) -> list[int]:
+    """Up to `limit` ids of the user's clients that client_match(term) finds (a statement written once)."""
+    org_id = org_scope(user)
+    if org_id is None:
+        query = select(Client.id).where(client_match(term)).limit(limit)
+        return list(db.session.execute(query).scalars())
+    sql, params = _client_match_sql(term)
+    return list(db.session.execute(_client_ids_statement(sql), {**params, "org": org_id, "n": limit}).scalars())
+
+
+def number_match(term: str) -> Any:
+    """A clause on Invoice: its number starts with `term`, in any case (PostgreSQL: the trigram index)."""
+    return Invoice.number.ilike(f"{_escape_like(term)}%", escape="\\")
+
+
+def search_clause(user: User, term: str, *, per_client: bool = False) -> Search:
     """Search by invoice number (prefix) or client (name or email contains), shaped so that the database
-    can seek instead of reading every invoice: the matching clients are looked up first (there are few) and
-    the number test is only added when the term could start a number of this organization."""
-    escaped = _escape_like(term)
-    clients = scoped(select(Client.id), Client, user).where(
-        or_(Client.name.ilike(f"%{escaped}%", escape="\\"), Client.email.ilike(f"%{escaped}%", escape="\\")))
-    client_ids = list(db.session.execute(clients.limit(MAX_SEARCH_CLIENTS + 1)).scalars())
+    can seek instead of reading every invoice: the matching clients are found through the search index
+    (client_match; there are few), and the number test is only added when the term could start a number of
+    this organization. `clients` (when few) lets the list seek each client's newest invoices."""
+    client_ids = matching_client_ids(user, term, MAX_SEARCH_CLIENTS + 1)
     few_clients = len(client_ids) <= MAX_SEARCH_CLIENTS
     org_id = org_scope(user)
     org = organization(org_id) if org_id is not None else None
     number_like = None
     if _number_may_match(term, org.number_format if org else None):
-        number_like = Invoice.number.like(f"{escaped}%", escape="\\")
+        number_like = number_match(term)
+    found = tuple(client_ids) if few_clients and number_like is None else None
+    if per_client and found and len(found) <= PER_CLIENT:  # the caller seeks client by client: no count needed
+        return Search(Invoice.client_id.in_(found), seeks=False, clients=found)
+    clients = scoped(select(Client.id), Client, user).where(client_match(term))
     if db.session.get_bind().dialect.name != "sqlite":
         by_client = Invoice.client_id.in_(client_ids if few_clients else clients) if client_ids else None
-        return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False)
+        return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False,
+                      clients=found)
     # SQLite's LIKE ignores case and so cannot use the (organization, number) index; the same prefix as ranges
     # (exact, upper, lower case) can. Seeking pays when few invoices match ("2026-0042", a rare client);
     # when many do ("2026", "Studio"), walking the list by date finds 50 at once. A bounded count decides,
@@ -388,14 +464,111 @@ def search_clause(user: User, term: str) -> Search:
     seekable = [c for c in (Invoice.client_id.in_(client_ids) if client_ids and few_clients else None, ranges)
                 if c is not None]
     if not seekable and not client_ids:
-        return Search(false(), seeks=True)
+        return Search(false(), seeks=True, clients=found)
     seeks = bool(seekable) and (few_clients or not client_ids) and _few(or_(*seekable))
     if seeks:
-        return Search(or_(*seekable), seeks=True) if number_like is None else Search(
+        return Search(or_(*seekable), seeks=True, clients=found) if number_like is None else Search(
             or_(*[c for c in (Invoice.client_id.in_(client_ids) if client_ids else None,
                               and_(number_like, ranges)) if c is not None]), seeks=True)
     by_client = unindexed(Invoice.client_id).in_(client_ids if few_clients else clients) if client_ids else None
-    return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False)
+    return Search(or_(*[c for c in (by_client, number_like) if c is not None], false()), seeks=False,
+                  clients=found)
+
+
+PER_CLIENT = 40  # a search that matches up to this many clients reads each one's newest invoices
+
+
+def _row_query(ids: Any, order: tuple[Any, ...]) -> Select[Any]:
+    return cast("Select[Any]", select(*ROW_COLUMNS).join(Client, Client.id == Invoice.client_id)
+                .where(Invoice.id.in_(ids)).order_by(*order))
+
+
+# The admin list's usual pages as SQL written once per shape (issue 14: building these statements with the ORM
+# cost several times running them). A shape is the dialect, the status tab, the direction, a cursor or not, which
+# optional filters are set, and whether a search picked a few clients (then each one's first rows are read
+# through its (client, status, issue date) or (client, issue date) index and merged: a few hundred rows at most
+# however many invoices those clients have). Other lists (other sorts, a client or a card, a superadmin across
+# organizations, a number search) are built with the ORM below. The status rules are _TAB_SQL's.
+FAST_FILTERS = {"currency": "currency = :currency", "date_from": "issue_date >= :date_from",
+                "date_to": "issue_date <= :date_to", "due_from": "due_date >= :due_from",
+                "due_to": "due_date <= :due_to"}
+_ROW_SQL = ("SELECT invoice.id, invoice.organization_id, invoice.client_id, invoice.number, invoice.status, "
+            "invoice.currency, invoice.issue_date, invoice.due_date, invoice.total, invoice.amount_paid, "
+            "invoice.sent_at, invoice.viewed_at, invoice.disputed_at, invoice.attention_since, client.name, "
+            "(SELECT outbox_email.status FROM outbox_email WHERE outbox_email.invoice_id = invoice.id "
+            "AND outbox_email.kind = 'invoice' ORDER BY outbox_email.id DESC LIMIT 1) "
+            "FROM invoice JOIN client ON client.id = invoice.client_id "
+            "WHERE +invoice.organization_id = :org AND invoice.id IN ({ids}) "  # "+": find them by id
+            "ORDER BY invoice.issue_date {dir}, invoice.id {dir}")
+
+
+@functools.cache
+def _fast_statement(dialect: str, status: str | None, desc: bool, after: bool, optional: tuple[str, ...],
+                    per_client: int) -> Any:
+    """`per_client`: how many clients a search picked (SQLite writes a subquery for each; PostgreSQL takes them
+    as one parameter, so any count > 0 gives the same statement there)."""
+    direction = "DESC" if desc else "ASC"
+    where = [_TAB_SQL[status or "all"], *[f"AND {FAST_FILTERS[name]}" for name in optional]]
+    if after:
+        where.append(f"AND (issue_date, id) {'<' if desc else '>'} (:after_date, :after_id)")
+    sqlite = dialect == "sqlite"
+    if sqlite and status == "overdue":  # walk the issue-date index, not the due-date one (see `unindexed`)
+        where[0] = where[0].replace("due_date <", "+due_date <")
+    filters = " ".join(where)
+    order = f"ORDER BY issue_date {direction}, id {direction} LIMIT :n"
+    if not per_client:
+        ids = f"SELECT id FROM invoice WHERE organization_id = :org {filters} {order}"
+    else:  # the clients are the organization's; its invoices are theirs (the rows are checked once more below)
+        each = "SELECT id, issue_date FROM invoice WHERE client_id = {client} " + f"{filters} {order}"
+        merged = f"ORDER BY firsts.issue_date {direction}, firsts.id {direction} LIMIT :n"
+        if sqlite:  # no LATERAL: one subquery per client, each read from a covering index
+            ids = "SELECT firsts.id FROM (" + " UNION ALL ".join(
+                f"SELECT * FROM ({each.format(client=f':c{i}')})" for i in range(per_client)) + f") AS firsts {merged}"
+        else:
+            ids = (f"SELECT firsts.id FROM client AS picked CROSS JOIN LATERAL ({each.format(client='picked.id')}) "
+                   f"AS firsts WHERE picked.id IN :clients AND picked.organization_id = :org {merged}")
+    params = [bindparam(name, type_=Date()) for name in ("today", "after_date", "date_from", "date_to", "due_from",
+                                                         "due_to") if f":{name}" in ids]
+    if per_client and not sqlite:
+        params.append(bindparam("clients", expanding=True))
+    return text(_ROW_SQL.format(ids=ids, dir=direction)).bindparams(*params).columns(
+        *[c for c in ROW_COLUMNS[:-1]], column("email", String()))
+
+
+def _fast_page(user: User, filters: InvoiceFilters, *, now: datetime, cursor: str | None, limit: int,
+               clients: tuple[int, ...] | None) -> InvoicePage | None:
+    """The page through a statement written once (see _fast_statement), or None when the list is not one of
+    those shapes."""
+    org_id = org_scope(user)
+    if org_id is None or filters.sort.lstrip("-") != "issue_date" or filters.client_id is not None or filters.card:
+        return None
+    if filters.q.strip() and clients is None:
+        return None
+    desc = filters.sort.startswith("-")
+    optional = tuple(name for name in FAST_FILTERS if getattr(filters, name))
+    params: dict[str, Any] = {name: getattr(filters, name) for name in optional}
+    params.update(org=org_id, n=limit + 1, today=now.astimezone(ZoneInfo(_timezone(org_id))).date())
+    after = decode_cursor(cursor)
+    if after is not None:
+        try:
+            params.update(after_date=_cursor_value("issue_date", after[0]), after_id=after[1])
+        except ValueError:
+            after = None
+    if after is not None and params.get("after_date") is None:
+        after = None
+    dialect = db.session.get_bind().dialect.name
+    per_client = 0 if clients is None else len(clients) if dialect == "sqlite" else 1
+    if clients is not None:
+        params.update({f"c{i}": c for i, c in enumerate(clients)} if dialect == "sqlite" else {
+            "clients": list(clients)})
+    status = filters.status if filters.status in STATUS_FILTERS else None
+    statement = _fast_statement(dialect, status, desc, after is not None, optional, per_client)
+    found: list[Any] = [InvoiceRow(*row) for row in db.session.execute(statement, params)]
+    next_cursor = None
+    if len(found) > limit:
+        found = found[:limit]
+        next_cursor = encode_cursor(found[-1].issue_date, found[-1].id)
+    return InvoicePage(found, next_cursor, filters)
 
 
 def list_invoices(
@@ -425,7 +598,12 @@ def list_invoices(
         # Ids first, from an index that covers the tabs' filters and the search (no table reads), then the 50
         # rows shown. Not when the filters can seek (a client; a rare number or client name): SQLite would
         # then walk a covering index instead of seeking (bench/list_bench.py; PostgreSQL chooses well).
-        search = search_clause(user, filters.q.strip()) if filters.q.strip() else None
+        search = search_clause(user, filters.q.strip(), per_client=key == "issue_date" and filters.client_id is None
+                               ) if filters.q.strip() else None
+        fast = _fast_page(user, filters, now=now, cursor=cursor, limit=limit, clients=search.clients if search and (
+            search.clients and len(search.clients) <= PER_CLIENT) else None)
+        if fast is not None:
+            return fast
         sqlite = db.session.get_bind().dialect.name == "sqlite"
         seeks = (search is not None and search.seeks) or (filters.client_id is not None and (
             not sqlite or _few(Invoice.client_id == filters.client_id)))
@@ -447,8 +625,7 @@ def list_invoices(
     def run(phase: tuple[Select[Any], tuple[Any, ...]], n: int) -> list[Any]:
         query, order = phase
         if rows and not seeks:  # the ids in one subquery, the rows around it: one round trip
-            query = cast("Select[Any]", select(*ROW_COLUMNS).join(Client, Client.id == Invoice.client_id).where(
-                Invoice.id.in_(query.order_by(*order).limit(n))).order_by(*order))
+            query = _row_query(query.order_by(*order).limit(n), order)
         else:
             query = query.order_by(*order).limit(n)
         result = db.session.execute(query)

@@ -136,3 +136,19 @@ def test_it_redirects_a_filter_form_sent_with_empty_fields_to_the_set_filters_on
     assert (response.status_code, response.location) == (302, "/admin/invoices?currency=USD")
     assert client.get("/admin/invoices?q=&from=").location == "/admin/invoices"
     assert client.get("/admin/invoices?currency=USD").status_code == 200  # already clean
+
+
+@pytest.mark.parametrize("fragment", [False, True])
+def test_names_and_numbers_with_markup_are_shown_as_text(client, world, fragment, time_machine):
+    """The list's rows are placed with autoescaping off (admin/listing.py escapes them): markup stays text."""
+    time_machine.move_to(NOW)
+    world.org_a.number_format = "<i>{seq}"
+    evil = make_client(world.org_a, '<script>alert(1)</script> & "Co"')
+    invoice = make_invoice(evil, status="open")
+    assert invoice.number == "<i>1"
+    login(client, world.alice)
+    headers = {"HX-Request": "true"} if fragment else {}
+    page = client.get("/admin/invoices?q=alert", headers=headers).text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;Co&#34;" in page
+    assert "&lt;i&gt;1" in page and 'aria-label="Select &lt;i&gt;1"' in page
+    assert "<script>alert" not in page and "<i>1" not in page
