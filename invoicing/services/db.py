@@ -67,6 +67,11 @@ def atomic() -> Iterator[None]:
         work()
 
 
+def inside_atomic() -> bool:
+    """An atomic block is open: its writes are not committed yet (what must be durable first waits for it)."""
+    return OUTER in db.session.info
+
+
 def in_larger_transaction() -> bool:
     """This atomic block is part of another one's transaction (its caller's, e.g. the webhook inbox's)."""
     return bool(db.session.info.get(NESTED))

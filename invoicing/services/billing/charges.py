@@ -71,7 +71,7 @@ from invoicing.services.billing.autopay import (
     emit,
 )
 from invoicing.services.checkout import _recipient, after_payment, queue_email
-from invoicing.services.db import atomic, lock_invoice
+from invoicing.services.db import atomic, inside_atomic, lock_invoice
 from invoicing.services.payments import apply_payment
 from invoicing.services.portal.cards import expiry_state
 from invoicing.services.site import Site
@@ -189,6 +189,8 @@ def _unusable(card: object, gateway: Gateway, now: datetime) -> tuple[str, str] 
 def _call(attempt_id: int, *, gateway: Gateway) -> ChargeResult | None:
     """The provider's answer to the attempt's request (sent again with the same key on a replay), or None when
     the outcome is unknown (timeout, 5xx, connection lost): the attempt stays pending."""
+    if inside_atomic():  # the attempt row (its key) must be committed before the card is charged, never after
+        raise RuntimeError("autopay charges a card only outside a transaction")
     attempt = db.session.get(ChargeAttempt, attempt_id, populate_existing=True)
     assert attempt is not None
     invoice = db.session.get(Invoice, attempt.invoice_id)

@@ -173,3 +173,19 @@ def test_the_webhook_alone_records_an_autopay_charge_whose_answer_was_lost(world
     finally:
         stripe_app.unregister_webhooks("autopay-capture")
         capture.close()
+
+
+def test_a_card_is_never_charged_inside_an_open_transaction(world, stripe_app):
+    """The attempt row and its key must be committed before the provider is called: called from inside another
+    transaction (whose commit could still be lost), the charge is refused and nothing reaches the provider."""
+    import pytest
+
+    from invoicing.services.billing.charges import charge_invoice
+    from invoicing.services.db import atomic
+
+    stripe_card(stripe_app, world.client_a)
+    invoice = issue(world)
+    with pytest.raises(RuntimeError, match="outside a transaction"), atomic():
+        charge_invoice(invoice.id, now=DUE_AT, gateway=current_gateway(), site=site())
+    assert stripe_app.count("payment_intents") == 0
+    assert attempts() == [] and db.session.get(Invoice, invoice.id).status == "open"
