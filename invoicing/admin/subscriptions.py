@@ -13,16 +13,19 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
+from wtforms import RadioField
+from wtforms.fields.choices import SelectChoice
 
 from invoicing.admin import bp
 from invoicing.admin.clients import _client_page
 from invoicing.admin.subscription_forms import CancelNowForm, ChangeForm
 from invoicing.admin.subscription_panel import change_form, subscribe_form
-from invoicing.auth import staff_required
+from invoicing.auth import role_required, staff_required
 from invoicing.models import SUBSCRIPTION_STATUSES, Subscription
 from invoicing.rendering import go, render
 from invoicing.services import DomainError, clients, queries
 from invoicing.services.audit import Actor
+from invoicing.services.settings import current_organization
 from invoicing.services.site import Site
 from invoicing.services.subscriptions import changes, figures, lifecycle
 from invoicing.services.subscriptions import queries as subs
@@ -41,6 +44,29 @@ def _filters() -> subs.SubscriptionFilters:
                                     currency=currency.upper() if currency.isalpha() and len(currency) == 3 else None)
 
 
+class UnpaidActionForm(FlaskForm):
+    action = RadioField("When the retries end unpaid", choices=[
+        SelectChoice("cancel", "canceled (no more invoices)"),
+        SelectChoice("leave_unpaid", "left past due, its invoice unpaid (paying it makes it active again)")])
+
+
+def _unpaid_form() -> UnpaidActionForm | None:
+    """The organization's setting, for admins acting in one organization."""
+    org = current_organization(current_user) if current_user.role == "admin" or current_user.is_superadmin else None
+    return UnpaidActionForm(action=org.subscription_unpaid) if org is not None else None
+
+
+@bp.post("/subscriptions/unpaid-action")
+@role_required("admin")
+def subscription_unpaid_action() -> ResponseReturnValue:
+    org, form = current_organization(current_user), UnpaidActionForm()
+    if org is None or not form.validate_on_submit():
+        abort(400)
+    lifecycle.set_unpaid_action(org.id, form.action.data or "", actor=_actor(), now=_now())
+    flash("Saved: what happens when a subscription's charges fail for good.", "success")
+    return go(url_for("admin.subscriptions") + "#unpaid-setting")
+
+
 @bp.get("/subscriptions")
 @staff_required
 def subscriptions() -> str:
@@ -50,7 +76,8 @@ def subscriptions() -> str:
     return render("admin/subscriptions.html", "results", page=page, filters=filters, statuses=SUBSCRIPTION_STATUSES,
                   counts=subs.status_counts(org_id), plans=subs.list_plans(org_id, archived=None),
                   currencies=subs.currencies(org_id), describe=describe_price,
-                  figures=figures.headline(org_id, now=_now()) if org_id is not None else [])
+                  figures=figures.headline(org_id, now=_now()) if org_id is not None else [],
+                  unpaid_form=_unpaid_form())
 
 
 # --- the client page's panel: subscribe, change, cancel, pause, resume ---------------------------------------

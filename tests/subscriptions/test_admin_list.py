@@ -52,3 +52,40 @@ def test_it_pages_newest_first_by_keyset(client, world):
     assert third.next_after is None
     login(client, world.alice)
     assert ids(client.get(f"/admin/subscriptions?after={rows[2].id}").text) == [rows[1].id, rows[0].id]
+
+
+def checked(page: str) -> str:
+    [choice] = [re.search(r'value="(\w+)"', tag).group(1)  # type: ignore[union-attr]
+                for tag in re.findall(r'<input[^>]*name="action"[^>]*>', page) if " checked" in tag]
+    return choice
+
+
+def test_admins_choose_what_happens_when_the_retries_end_unpaid(client, world):
+    from sqlalchemy import select
+
+    from invoicing.extensions import db
+    from invoicing.models import AuditEvent, Organization
+    from tests.conftest import make_user
+
+    login(client, world.alice)
+    page = client.get("/admin/subscriptions").text
+    assert "When a subscription's charges fail for good" in page
+    assert checked(page) == "cancel"  # the default
+    response = client.post("/admin/subscriptions/unpaid-action", data={"action": "leave_unpaid"})
+    assert response.status_code == 303 and response.headers["Location"].endswith("#unpaid-setting")
+    db.session.expire_all()
+    assert db.session.get(Organization, world.org_a.id).subscription_unpaid == "leave_unpaid"
+    assert db.session.get(Organization, world.org_b.id).subscription_unpaid == "cancel"  # only their own
+    event = db.session.execute(select(AuditEvent).where(AuditEvent.action == "organization.subscription_unpaid")
+                               ).scalar_one()
+    assert event.details == {"before": "cancel", "after": "leave_unpaid"}
+    assert checked(client.get("/admin/subscriptions").text) == "leave_unpaid"
+    # Nonsense changes nothing; staff who are not admins neither see nor use it.
+    assert client.post("/admin/subscriptions/unpaid-action", data={"action": "delete"}).status_code == 400
+    client.post("/admin/logout")
+    clerk = make_user(world.org_a, "clerk@a.test", role="staff")
+    login(client, clerk)
+    assert "fail for good" not in client.get("/admin/subscriptions").text
+    assert client.post("/admin/subscriptions/unpaid-action", data={"action": "cancel"}).status_code == 403
+    db.session.expire_all()
+    assert db.session.get(Organization, world.org_a.id).subscription_unpaid == "leave_unpaid"
