@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--page", action="append", help="only these pages (hello, admin, list, filtered, "
-                        "keystroke, pay); admin is the bare signed-in /admin/password: the cost every admin page shares")
+                        "keystroke, pay); admin: the bare signed-in /admin/password, what every admin page shares")
     parser.add_argument("--no-profile", action="store_true", help="only the unprofiled times (quick; growth runs)")
     args = parser.parse_args()
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-" + "x" * 32)
@@ -57,7 +57,8 @@ def main() -> None:
     staff.environ_base["HTTP_USER_AGENT"] = USER_AGENT
     app.config["WTF_CSRF_ENABLED"] = False
     assert staff.post("/admin/login", data={"email": EMAIL, "password": PASSWORD}).status_code == 303
-    pages = {"hello": (http, "/healthz", {}), "admin": (staff, "/admin/password", {}), "list": (staff, "/admin/invoices", {}), "filtered": (staff, FILTERED, {}),
+    pages = {"hello": (http, "/healthz", {}), "admin": (staff, "/admin/password", {}),
+             "list": (staff, "/admin/invoices", {}), "filtered": (staff, FILTERED, {}),
              "keystroke": (staff, KEYSTROKE, {"HX-Request": "true"}), "pay": (http, pay, {})}
     for name, (client, path, headers) in pages.items():
         if args.page and name not in args.page:
