@@ -7,7 +7,8 @@ Uses the database bench.list_bench seeded (`--seed` seeds it first, 100,000 invo
 CPU time of a request without the profiler (fastest and median of N: the fastest holds on a busy machine),
 then the mean time per request profiled and the functions with the most own time, grouped by where they live
 (our code, SQLAlchemy, Jinja, Werkzeug/Flask, the database driver). `hello` is the same app's /healthz, the
-cheapest route: the floor of any page in this process.
+cheapest route: the floor of any page in this process; `admin` is /admin/password, an admin page that shows almost
+nothing (session, user and organization, CSRF token, layout, scheduler banner): the floor of any admin page.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def main() -> None:
     parser.add_argument("--seed", action="store_true")
     parser.add_argument("-n", type=int, default=300)
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--page", action="append", help="only these pages (hello, list, filtered, keystroke, pay)")
+    parser.add_argument("--page", action="append", help="only these pages (hello, admin, list, filtered, "
+                        "keystroke, pay); admin: the bare signed-in /admin/password, what every admin page shares")
     parser.add_argument("--no-profile", action="store_true", help="only the unprofiled times (quick; growth runs)")
     args = parser.parse_args()
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-" + "x" * 32)
@@ -55,7 +57,8 @@ def main() -> None:
     staff.environ_base["HTTP_USER_AGENT"] = USER_AGENT
     app.config["WTF_CSRF_ENABLED"] = False
     assert staff.post("/admin/login", data={"email": EMAIL, "password": PASSWORD}).status_code == 303
-    pages = {"hello": (http, "/healthz", {}), "list": (staff, "/admin/invoices", {}), "filtered": (staff, FILTERED, {}),
+    pages = {"hello": (http, "/healthz", {}), "admin": (staff, "/admin/password", {}),
+             "list": (staff, "/admin/invoices", {}), "filtered": (staff, FILTERED, {}),
              "keystroke": (staff, KEYSTROKE, {"HX-Request": "true"}), "pay": (http, pay, {})}
     for name, (client, path, headers) in pages.items():
         if args.page and name not in args.page:

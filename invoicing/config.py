@@ -199,6 +199,8 @@ def load_config(instance_path: str, environ: Mapping[str, str] | None = None) ->
         "PAYLINK_EXPIRY_DAYS": env.integer("PAYLINK_EXPIRY_DAYS", 30, low=1, high=3650),
         # Pay page opens are counted in memory and written this often (0: in the request, as they come).
         "PAY_VIEW_FLUSH_SECONDS": env.integer("PAY_VIEW_FLUSH_SECONDS", 1, low=0, high=60),
+        # The admin banner's "a job is late" is read from the leases at most this often per process (0: each page).
+        "SCHEDULER_BANNER_CACHE_SECONDS": env.integer("SCHEDULER_BANNER_CACHE_SECONDS", 5, low=0, high=300),
         "PASSWORD_HASH_METHOD": env.text("PASSWORD_HASH_METHOD", "scrypt"),
         "LOG_LEVEL": (env.text("LOG_LEVEL", "INFO") or "INFO").upper(),
         "SESSION_COOKIE_HTTPONLY": True,

@@ -40,6 +40,11 @@ class Job:
 
 
 JOBS: dict[str, Job] = {}
+_finished_runs = [0]  # runs this process recorded: a cache of the jobs' health (the admin banner) is stale past it
+
+
+def finished_runs() -> int:
+    return _finished_runs[0]
 
 # Modules that register jobs with @register; imported by load_jobs() (scheduler start and the CLI).
 JOB_MODULES: tuple[str, ...] = ("invoicing.mail", "invoicing.services.reconcile", "invoicing.backup",
@@ -105,6 +110,7 @@ def finish(name: str, *, now: datetime, outcome: str, error: str | None = None, 
         lease.last_duration_ms = duration_ms
         if error is None:
             lease.last_success_at = now
+    _finished_runs[0] += 1
 
 
 def run_job(name: str, *, now: datetime, dry_run: bool = False, force: bool = False,

@@ -82,6 +82,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             "BASE_URL": "http://billing.test",
             "MAIL_SERVER": None,
             "PAY_VIEW_FLUSH_SECONDS": 0,  # pay page opens written in the request (tests/pay/test_page_cache.py: later)
+            "SCHEDULER_BANNER_CACHE_SECONDS": 0,  # the banner reads the leases each time (test_scheduler: kept)
         }
     )
     # Tests hold one app context open, and a request reuses it, so `g` would carry the last request's signed-in

@@ -34,8 +34,9 @@ def scheduler_alerts() -> list[schedule_preview.JobStatus]:
         return []
     cached = request.environ.get("invoicing.scheduler_alerts")  # per request (an app context may span several)
     if cached is None:
-        cached = request.environ["invoicing.scheduler_alerts"] = schedule_preview.alerts(
-            now=_now(), config=current_app.config)
+        cached = request.environ["invoicing.scheduler_alerts"] = schedule_preview.cached_alerts(
+            now=_now(), config=current_app.config, store=current_app.extensions.setdefault("scheduler_alerts", {}),
+            seconds=current_app.config.get("SCHEDULER_BANNER_CACHE_SECONDS", 5))
     return list(cached)
 
 

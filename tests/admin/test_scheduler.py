@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from invoicing import jobs
+from invoicing.extensions import db
+from invoicing.models import JobRun
 from invoicing.services.billing import recurring, reminders
 from invoicing.services.invoices import LineData
 from tests.conftest import NOW, SYSTEM, login, make_user
@@ -65,6 +67,29 @@ def test_the_banner_shows_on_every_admin_page_once_a_job_is_late(client, world, 
         assert BANNER in page and "“remind” (every 15 minutes) has not succeeded since" in page, path
     assert "Open the Scheduler page" not in page
     jobs.run_job("remind", now=utc(2026, 4, 12, 13, 31))
+    assert BANNER not in client.get("/admin/invoices").text
+
+
+def test_the_banner_is_kept_a_few_seconds_per_process(app, client, world, time_machine, monkeypatch):
+    """The banner's state is read at most every SCHEDULER_BANNER_CACHE_SECONDS: a run recorded by another process
+    (here: the lease row written directly) shows up within those seconds; a run this process finishes at once."""
+    monkeypatch.setitem(app.config, "SCHEDULER_BANNER_CACHE_SECONDS", 5)
+    monkeypatch.setitem(app.extensions, "scheduler_alerts", {})
+    time_machine.move_to(utc(2026, 4, 12, 13), tick=False)
+    jobs.run_job("remind", now=utc(2026, 4, 12, 13))
+    login(client, world.bob)
+    time_machine.move_to(utc(2026, 4, 12, 13, 31), tick=False)
+    assert BANNER in client.get("/admin/invoices").text
+    lease = db.session.get_one(JobRun, "remind")  # another process's run: the lease row changes under us
+    lease.last_success_at = utc(2026, 4, 12, 13, 30)
+    db.session.commit()
+    time_machine.move_to(utc(2026, 4, 12, 13, 31, 4), tick=False)
+    assert BANNER in client.get("/admin/invoices").text  # kept: at most 5 seconds stale
+    time_machine.move_to(utc(2026, 4, 12, 13, 31, 5), tick=False)
+    assert BANNER not in client.get("/admin/invoices").text  # read afresh
+    time_machine.move_to(utc(2026, 5, 12, 13), tick=False)
+    assert BANNER in client.get("/admin/invoices").text
+    jobs.run_job("remind", now=utc(2026, 5, 12, 13))  # this process's run drops the kept copy at once
     assert BANNER not in client.get("/admin/invoices").text
 
 

@@ -98,6 +98,21 @@ def alerts(*, now: datetime, config: Mapping[str, Any]) -> list[JobStatus]:
     return [status for status in job_statuses(now=now, config=config) if status.alerting]
 
 
+def cached_alerts(*, now: datetime, config: Mapping[str, Any], store: dict[str, Any],
+                  seconds: float) -> list[JobStatus]:
+    """`alerts`, kept in `store` (one per app and process) for `seconds`: the banner's question ("has a job not
+    succeeded for twice its interval?", intervals of minutes to a day) does not need the leases read on every
+    admin page. A run this process finishes drops the copy at once; a run in another process (the scheduler's,
+    or another worker's) shows up within `seconds`. Moving the clock back (tests) also reads afresh."""
+    at, runs, kept = store.get("at"), jobs.finished_runs(), store.get("alerts")
+    if kept is not None and at is not None and store.get("runs") == runs and at <= now < at + timedelta(
+            seconds=seconds):
+        return list(kept)
+    kept = alerts(now=now, config=config)
+    store.update(at=now, runs=runs, alerts=kept)
+    return list(kept)
+
+
 @dataclass(frozen=True)
 class Preview:
     now: datetime
