@@ -33,6 +33,7 @@ from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
+from invoicing.services.billing import autopay
 from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, on_commit
 from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
@@ -116,6 +117,8 @@ def check_pay_amount(invoice: Invoice, amount: int) -> None:
         raise DomainError("A payment for this invoice is still being processed: we will email you when it clears.")
     if invoice.status != "open" or invoice.amount_due <= 0:
         raise DomainError("This invoice has nothing left to pay.")
+    if autopay.charge_in_flight(invoice.id):
+        raise DomainError(autopay.IN_FLIGHT_MESSAGE)
     due, org = invoice.amount_due, invoice.organization
     if amount == due:
         return

@@ -29,6 +29,7 @@ from invoicing.models import CheckoutGroup, CheckoutGroupItem, Invoice, Payment,
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
+from invoicing.services.billing import autopay
 from invoicing.services.checkout import (
     KEY_BUCKET_SECONDS,
     PAY_PAGE_ACTOR,
@@ -100,6 +101,8 @@ def refusal(invoice: Invoice) -> str | None:
         return f"{name} was cancelled (void): there is nothing to pay."
     if invoice.status != "open" or invoice.amount_due <= 0:
         return f"{name} has nothing left to pay."
+    if autopay.charge_in_flight(invoice.id):
+        return f"An automatic card payment of {name.lower()} is in progress: we will email you when it clears."
     return None
 
 

@@ -8,8 +8,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
 from invoicing.extensions import db
-from invoicing.models import MILLI, Client, Contact, Invoice, InvoiceCounter, LineItem, Organization
+from invoicing.models import MILLI, Client, Contact, CreditEntry, Invoice, InvoiceCounter, LineItem, Organization
 from invoicing.money import MAX_AMOUNT, MoneyError, check_currency, format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor, record
@@ -247,7 +249,20 @@ def void_invoice(invoice_id: int, *, reason: str, actor: Actor, now: datetime) -
         invoice.void_reason = reason
         invoice.link_version += 1  # the old pay link stops working at once
         record("invoice.voided", invoice, actor=actor, now=now, details={"reason": reason})
+        _restore_credit(invoice, now=now)
     return invoice
+
+
+def _restore_credit(invoice: Invoice, *, now: datetime) -> None:
+    """Client credit the voided invoice used (a subscription's "Credit from your balance" line) goes back to the
+    client's balance: a "restored" entry, once per invoice (UNIQUE(invoice, reason))."""
+    applied = db.session.execute(select(CreditEntry).where(CreditEntry.invoice_id == invoice.id,
+                                                           CreditEntry.reason == "applied")).scalar_one_or_none()
+    if applied is not None:
+        db.session.add(CreditEntry(organization_id=applied.organization_id, client_id=applied.client_id,
+                                   currency=applied.currency, amount=-applied.amount, reason="restored",
+                                   description=f"Invoice {invoice.number} voided: its credit is back",
+                                   subscription_id=applied.subscription_id, invoice_id=invoice.id, created_at=now))
 
 
 def delete_draft(invoice_id: int, organization: Organization, *, actor: Actor, now: datetime) -> None:

@@ -169,6 +169,11 @@ def _check_manual(invoice: Invoice, amount: int) -> None:
     due = invoice.total - invoice.amount_paid if invoice.status in ("open", "processing") else 0
     if invoice.status not in ("open", "processing"):
         raise DomainError(f"Invoice {invoice.number or invoice.id} is {invoice.status}; it cannot take a payment.")
+    from invoicing.services.billing.autopay import charge_in_flight  # autopay imports this module
+
+    if charge_in_flight(invoice.id):
+        raise DomainError("An autopay charge of this invoice is at the card provider and its outcome is not known "
+                          "yet: record a payment once it has settled (the invoice's timeline shows it).")
     if amount > due:
         raise DomainError(f"That is more than the amount due ({format_money(due, invoice.currency)}); "
                           "overpayments are refused.")

@@ -197,6 +197,17 @@ def autopay_pending(invoice: Invoice) -> bool:
     return state is not None and state.status in WAITING and state.first_failed_at is None
 
 
+def charge_in_flight(invoice_id: int) -> bool:
+    """An autopay charge of the invoice was sent (or is about to be) and its outcome is not known yet: other ways
+    to pay wait for it, or the card could be charged twice. Once an attempt is `unknown` (no answer after the
+    provider's key window) it no longer blocks: staff settle it from the timeline."""
+    return bool(db.session.scalar(select(exists().where(ChargeAttempt.invoice_id == invoice_id,
+                                                        ChargeAttempt.status == "pending"))))
+
+
+IN_FLIGHT_MESSAGE = "An automatic card payment of this invoice is in progress: we will email you when it clears."
+
+
 def autopay_pending_clause() -> ColumnElement[bool]:
     """`autopay_pending` as a WHERE condition on Invoice (for sweeps over many invoices)."""
     return exists().where(InvoiceAutopay.invoice_id == Invoice.id, InvoiceAutopay.status.in_(WAITING),

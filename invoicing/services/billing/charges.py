@@ -150,6 +150,11 @@ def _claim(invoice_id: int, *, now: datetime, gateway: Gateway, site: Site) -> i
         if _checkout_in_progress(invoice.id, now):
             state.next_charge_at, state.updated_at = now + CHECKOUT_WAIT, now
             return "waiting"
+        try:  # e.g. 3.545 KWD: cards take it only in steps of 0.010; not the card's fault, so no decline ladder
+            gateway.check_amount(invoice.amount_due, invoice.currency)
+        except GatewayError:
+            _cancel(state, reason="amount_not_chargeable", now=now, actor=ACTOR, invoice=invoice)
+            return "cancelled"
         card = client_card(client)
         number = state.attempt_count + 1
         attempt = ChargeAttempt(

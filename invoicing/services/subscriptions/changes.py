@@ -33,7 +33,7 @@ from invoicing.services.site import Site
 from invoicing.services.subscriptions import billing, notices
 from invoicing.services.subscriptions.core import FINAL, audit, locked, period_end, price_label, today
 from invoicing.services.subscriptions.lifecycle import _drop_pending, check_quantity
-from invoicing.services.subscriptions.proration import Proration, compare_cost, months, prorate
+from invoicing.services.subscriptions.proration import Proration, card_step, compare_cost, months, prorate
 from invoicing.services.totals import LineInput, compute_totals
 
 __all__ = ["ChangePreview", "cancel_pending_change", "change_subscription", "credit_balance", "migrate_price",
@@ -109,7 +109,8 @@ def _plan(subscription: Subscription, price_id: int, quantity: int, local: date)
     interval_changes = (price.interval_unit, price.interval_count) != (old.interval_unit, old.interval_count)
     new_end = period_end(local, local.day, price) if interval_changes else None
     proration = prorate(old_amount=old.amount, old_quantity=subscription.quantity, new_amount=price.amount,
-                        new_quantity=quantity, start=start, end=end, today=local, new_period_end=new_end)
+                        new_quantity=quantity, start=start, end=end, today=local, new_period_end=new_end,
+                        step=card_step(price.currency))
     last = (new_end or end) - timedelta(days=1)
     lines = []
     if proration.credit:

@@ -63,7 +63,7 @@ from invoicing.services.subscriptions.core import (
     price_label,
     today,
 )
-from invoicing.services.subscriptions.proration import days_left, share
+from invoicing.services.subscriptions.proration import card_step, days_left, share
 from invoicing.services.totals import LineInput, compute_totals
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def _unused_payment(subscription: Subscription, now: datetime) -> tuple[int, int
         raise DomainError("Nothing was paid for the current period: there is nothing to refund.")
     start, end = subscription.current_period_start, subscription.current_period_end
     left = days_left(today(subscription.organization, now), start, end)
-    amount = share(invoice.amount_paid, left, (end - start).days)
+    amount = share(invoice.amount_paid, left, (end - start).days, card_step(invoice.currency))
     return (invoice.id, amount) if amount > 0 else None
 
 

@@ -16,6 +16,10 @@ client's credit (CreditEntry) and applied to the next invoice. Credit is kept be
 
 Any sequence of changes in one period telescopes: each change credits exactly what the previous one charged for
 the days left (same days, same price), up to the half unit of each line's rounding.
+
+Three-decimal currencies (KWD, BHD, JOD, OMR, TND): cards take them only in steps of 10 (gateways/base.py
+check_chargeable), so their lines are rounded half away from zero to a multiple of 10 (`step`): within 5 of the
+exact fraction, the currency's smallest chargeable unit, so that the difference can be charged by autopay.
 """
 
 from __future__ import annotations
@@ -27,14 +31,22 @@ from fractions import Fraction
 MONTHS = {"month": 1, "year": 12}
 
 
-def share(amount: int, days: int, period_days: int) -> int:
-    """`amount` x days / period_days, rounded half away from zero to a whole minor unit."""
+def card_step(currency: str) -> int:
+    """The smallest amount step cards take in this currency (10 for the three-decimal ones, else 1)."""
+    from invoicing.gateways.base import TEN_STEP_CURRENCIES
+
+    return 10 if currency.upper() in TEN_STEP_CURRENCIES else 1
+
+
+def share(amount: int, days: int, period_days: int, step: int = 1) -> int:
+    """`amount` x days / period_days, rounded half away from zero to a whole minor unit (to a multiple of `step`:
+    10 for currencies cards take in steps of 10)."""
     if period_days <= 0:
         raise ValueError("a period has at least one day")
     if not 0 <= days <= period_days:
         raise ValueError("the days left must be within the period")
     exact = Fraction(amount) * days / period_days
-    return round_half_up_fraction(exact)
+    return round_half_up_fraction(exact / step) * step
 
 
 def round_half_up_fraction(value: Fraction) -> int:
@@ -76,16 +88,16 @@ class Proration:
 
 
 def prorate(*, old_amount: int, old_quantity: int, new_amount: int, new_quantity: int, start: date, end: date,
-            today: date, new_period_end: date | None = None) -> Proration:
+            today: date, new_period_end: date | None = None, step: int = 1) -> Proration:
     """The proration of a change on `today` in the period [start, end). `new_period_end` set: the interval
     changes, a new period [today, new_period_end) starts and is charged whole."""
     total = (end - start).days
     left = days_left(today, start, end)
-    credit = share(old_amount * old_quantity, left, total)
+    credit = share(old_amount * old_quantity, left, total, step)
     if new_period_end is not None:
         charge = new_amount * new_quantity
     else:
-        charge = share(new_amount * new_quantity, left, total)
+        charge = share(new_amount * new_quantity, left, total, step)
     return Proration(left, total, credit, charge)
 
 

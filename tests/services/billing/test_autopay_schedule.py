@@ -72,3 +72,39 @@ def test_listeners_hear_each_outcome_in_its_transaction(world):
     outcome, = heard
     assert (outcome.invoice_id, outcome.status, outcome.final, outcome.reason) == (
         invoice.id, "cancelled", True, "autopay_off")
+
+
+def test_while_a_charge_is_at_the_provider_no_other_payment_can_start(world):
+    """Between the attempt row (committed) and its outcome, a pay-link or portal checkout, a group checkout and a
+    staff payment are refused, so the card and another payment can never both go through; the outcome settles
+    it, then paying works again (here: the charge failed softly and a retry is scheduled)."""
+    import pytest
+
+    from invoicing.gateways import current_gateway
+    from invoicing.gateways.base import ChargeResult
+    from invoicing.models import ChargeAttempt, Invoice, Payment
+    from invoicing.services import DomainError
+    from invoicing.services.billing import charges
+    from invoicing.services.checkout import start_checkout
+    from invoicing.services.checkout_groups import refusal
+    from tests.services.billing.helpers import site
+
+    autopay_on(world.client_a, mode="on_issue", now=utc(2026, 3, 1))
+    invoice = open_invoice(world.client_a, due=date(2026, 3, 20), opened=utc(2026, 3, 5, 15))
+    now = utc(2026, 3, 5, 16)
+    attempt_id = charges._claim(invoice.id, now=now, gateway=current_gateway(), site=site())
+    assert isinstance(attempt_id, int)
+    with pytest.raises(DomainError, match="automatic card payment"):
+        start_checkout(invoice.id, amount=invoice.total, gateway=current_gateway(), site=site(), now=now)
+    assert "automatic card payment" in (refusal(db.session.get(Invoice, invoice.id)) or "")
+    with pytest.raises(DomainError, match="autopay charge"):
+        record_manual_payment(invoice.id, amount=invoice.total, method="cash", paid_on=date(2026, 3, 5),
+                              reference="", actor=SYSTEM, now=now)
+    assert db.session.scalars(db.select(Payment)).all() == []
+    charges.record_outcome(attempt_id, ChargeResult(None, "failed", invoice.total, invoice.currency,
+                                                    failure_code="card_declined",
+                                                    failure_message="Your card was declined."),
+                           now=now, gateway=current_gateway(), site=site())
+    assert fresh(ChargeAttempt, attempt_id).status == "failed"
+    started = start_checkout(invoice.id, amount=invoice.total, gateway=current_gateway(), site=site(), now=now)
+    assert started.session_id
