@@ -25,7 +25,7 @@ def test_share_rounds_to_the_card_step_within_half_a_step():
             assert value % step == 0 and abs(value - exact_fraction(amount, days, period)) <= step / 2
 
 
-def test_a_kwd_upgrade_is_charged_in_whole_steps_by_autopay(world):
+def test_a_kwd_upgrade_is_charged_at_once_in_whole_steps(world):
     org = world.org_a
     with atomic():
         db.session.get(Organization, org.id).subscription_unpaid = "cancel"
@@ -39,7 +39,8 @@ def test_a_kwd_upgrade_is_charged_in_whole_steps_by_autopay(world):
                                          request_key=None, actor=SYSTEM, now=utc(2026, 3, 10, 15), site=site())
     # 22 of 31 days left: credit 7.096774 -> 7.100, charge 10.645161 -> 10.650 (exact: 7.097 and 10.645)
     assert (change.credit, change.charge) == (7100, 10650)
-    process_due(now=utc(2026, 3, 10, 16), gateway=current_gateway(), site=site())
+    # Charged at once, in the same call (no scheduler tick), although this consent charges invoices on issue
+    # or on their due date: an upgrade's difference does not wait.
     attempts = db.session.scalars(select(ChargeAttempt).order_by(ChargeAttempt.id)).all()
     assert [(a.amount, a.status) for a in attempts] == [(10000, "succeeded"), (3550, "succeeded")]
     assert fresh(sub).status == "active"

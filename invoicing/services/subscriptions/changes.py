@@ -23,7 +23,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from invoicing.extensions import db
-from invoicing.models import CreditEntry, Invoice, PlanPrice, Subscription, SubscriptionChange, SubscriptionPeriod
+from invoicing.models import (
+    CreditEntry,
+    Invoice,
+    InvoiceAutopay,
+    PlanPrice,
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPeriod,
+)
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
 from invoicing.services.audit import Actor
@@ -163,7 +171,23 @@ def change_subscription(subscription_id: int, organization_id: int | None, *, pr
         if request_key is not None and (done := _by_key(request_key, subscription_id)) is not None:
             return done
         raise
+    if change.invoice_id is not None:
+        _charge_now(change.invoice_id, now=now, site=site)
     return change
+
+
+def _charge_now(invoice_id: int, *, now: datetime, site: Site) -> None:
+    """An upgrade's difference is charged at once (committed first: autopay writes its attempt before the call),
+    whatever the consent's timing; a decline follows autopay's ladder, an unknown outcome its reconciliation."""
+    from invoicing.gateways import current_gateway
+    from invoicing.services.billing.charges import charge_invoice
+
+    with atomic():
+        state = db.session.get(InvoiceAutopay, invoice_id, populate_existing=True)
+        if state is None or state.status != "scheduled":
+            return  # not on autopay: the invoice went out with its pay link
+        state.next_charge_at = now
+    charge_invoice(invoice_id, now=now, gateway=current_gateway(), site=site)
 
 
 def _by_key(request_key: str, subscription_id: int) -> SubscriptionChange | None:
