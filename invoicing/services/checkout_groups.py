@@ -24,7 +24,7 @@ from datetime import datetime
 from sqlalchemy import Exists, and_, exists, func, or_, select
 
 from invoicing.extensions import db
-from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayError
+from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayError, MethodDetails
 from invoicing.models import CheckoutGroup, CheckoutGroupItem, Invoice, Payment, Refund
 from invoicing.money import format_money
 from invoicing.services import DomainError, NotFound
@@ -348,8 +348,10 @@ def _describe(group_id: int, payment_ids: list[int], gateway: Gateway) -> None:
 def apply_group_event(group: CheckoutGroup, *, status: str, actor: Actor, now: datetime,
                       observed_at: datetime | None, gateway: Gateway, site: Site,
                       payment_intent_id: str | None = None, charge_id: str | None = None,
-                      failure_code: str | None = None, failure_message: str | None = None) -> list[Payment]:
-    """A PaymentIntent event (or a refund proving the charge succeeded) about a group's shared payment."""
+                      failure_code: str | None = None, failure_message: str | None = None,
+                      method: MethodDetails | None = None) -> list[Payment]:
+    """A PaymentIntent event (or a refund proving the charge succeeded) about a group's shared payment. `method`:
+    how it was paid, asked before the caller's transaction (the inbox): then the provider is not called here."""
     if group.session_id is None:
         raise DomainError("The group checkout of this payment is not recorded yet; retry after its session event.")
     before = {row.id: row.status for row in db.session.execute(
@@ -360,7 +362,11 @@ def apply_group_event(group: CheckoutGroup, *, status: str, actor: Actor, now: d
         failure_message=failure_message)
     ids = [r.payment.id for r in results]
     if status == "succeeded":
-        _describe(group.id, ids, gateway)
+        if method is not None:
+            for payment_id in ids:
+                record_method(payment_id, method)
+        else:
+            _describe(group.id, ids, gateway)
         for payment_id in ids:
             after_payment(payment_id, gateway=gateway, site=site, now=now)
     if status == "failed":  # only a settles-later payment that was processing tells the client it failed

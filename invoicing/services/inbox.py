@@ -166,7 +166,7 @@ def _method(event: Event, ctx: Context) -> MethodDetails | None:
     if event.type != "payment_intent.succeeded":
         return None
     intent = event.payment_intent()
-    if intent.method is not None or not intent.metadata.get("invoice_id") or is_group(intent.metadata):
+    if intent.method is not None or not (intent.metadata.get("invoice_id") or is_group(intent.metadata)):
         return intent.method
     try:
         return ctx.gateway.retrieve_payment_intent(intent.id).method
@@ -338,7 +338,7 @@ def _on_payment_intent(event: Event, ctx: Context) -> str:
             group, status=status, actor=ctx.actor, now=ctx.now, observed_at=event.observed_at, gateway=ctx.gateway,
             site=ctx.site, payment_intent_id=intent.id, charge_id=intent.charge_id,
             failure_code=intent.failure_code if failed else None,
-            failure_message=intent.failure_message if failed else None)
+            failure_message=intent.failure_message if failed else None, method=ctx.method)
         return f"group: {_listed(payments)}"
     invoice = invoice_for(intent.metadata)
     if invoice is None:

@@ -161,3 +161,28 @@ def test_a_dispute_of_the_shared_charge_flags_every_invoice_it_paid(client, worl
     assert f"invoices {fresh(a).number}, {fresh(b).number}" in alerts[0].subject
     assert [p.status for p in db.session.scalars(select(Payment))] == ["succeeded", "succeeded"]  # money kept
     assert_invariants()
+
+
+def test_how_a_group_was_paid_is_asked_before_the_transaction_not_inside_it(client, world, stripe_app, capture,
+                                                                             monkeypatch):
+    """The provider is never called while the inbox's transaction holds every invoice of the group locked: the
+    payment method is asked first, then the shares and receipts (naming the card) are written in one go."""
+    from invoicing.gateways.stripe import StripeGateway
+    from invoicing.services.db import inside_atomic
+
+    calls: list[bool] = []
+    real = StripeGateway.retrieve_payment_intent
+
+    def observed(self: StripeGateway, payment_intent_id: str) -> Any:
+        calls.append(inside_atomic())
+        return real(self, payment_intent_id)
+
+    monkeypatch.setattr(StripeGateway, "retrieve_payment_intent", observed)
+    a, b = make_invoice(world.client_a, status="open"), make_invoice(world.client_a, status="open")
+    paid_group(stripe_app, world, a, b)
+    intent, = capture.wait_for("payment_intent.succeeded")
+    assert deliver(client, "", {}, raw=intent).status_code == 200
+    assert shares(a, b) == [(a.id, "succeeded", 0), (b.id, "succeeded", 0)]
+    assert not any(calls), calls  # never inside a transaction (the test server's events carry the method)
+    assert {(p.method_brand, p.method_last4) for i in (a, b) for p in payments_of(i)} == {("visa", "4242")}
+    assert_invariants()
