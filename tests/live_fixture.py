@@ -79,6 +79,9 @@ def start_live_server(app: Flask, log_path: Path, **extra: str) -> LiveServer:
         # Browser tests log the same persona in many times a minute on one shared server (one process: the
         # limits count across it); a test of the limits turns them on in a server of its own.
         "RATELIMIT_ENABLED": "0",
+        # Pay page opens written in the request, not a second later when the next test's data is being set up
+        # (tests/pay/test_page_cache.py starts servers with the writer thread on purpose).
+        "PAY_VIEW_FLUSH_SECONDS": "0",
         "PYTHONPATH": str(ROOT),
         **extra,
     }

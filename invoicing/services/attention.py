@@ -41,8 +41,8 @@ MAX_RESOLUTION = 500
 def organization_admins(organization: Organization) -> list[str]:
     """Who hears what staff must know: the organization's active admins, else its reply-to address."""
     admins = db.session.execute(select(User.email).where(
-        User.organization_id == organization.id, User.role == "admin", User.active.is_(True))
-    ).scalars().all()
+        User.organization_id == organization.id, User.role == "admin", User.active.is_(True)).order_by(User.id)
+    ).scalars().all()  # in a stable order: the emails are queued (and their ids given) in it
     return [e for e in (list(admins) or [organization.sender_email or ""]) if e]
 
 
