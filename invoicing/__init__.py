@@ -14,6 +14,7 @@ from invoicing.config import load_config
 from invoicing.extensions import configure_sqlite, csrf, db, htmx, limiter, login_manager, migrate, outside_models
 from invoicing.extensions import mail as mail_extension  # bare `mail` is rebound by the submodule invoicing.mail
 from invoicing.logredact import RedactingFilter
+from invoicing.services import db as transactions
 from invoicing.services import pageversion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     pageversion.listen()
+    transactions.listen()
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)

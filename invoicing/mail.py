@@ -29,7 +29,8 @@ from typing import Any
 from flask import current_app, render_template
 from flask_mail import BadHeaderError, Connection, Mail, Message
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from invoicing import jobs
 from invoicing.extensions import db
@@ -97,19 +98,16 @@ def enqueue(
     for spec in attachments:
         if spec.get("kind") not in ATTACHMENT_KINDS:
             raise DomainError(f"Unknown attachment kind {spec.get('kind')!r}.")
-    if dedupe_key and db.session.execute(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == dedupe_key)).first():
-        return None
-    email = OutboxEmail(
+    values = dict(
         kind=kind, to_addr=to, from_addr=from_addr, reply_to=reply_to, subject=subject, text_body=text_body,
         html_body=html_body, attachments=list(attachments), dedupe_key=dedupe_key, status="queued",
         next_attempt_at=now, organization_id=organization_id, invoice_id=invoice_id, created_at=now,
     )
-    try:
-        with db.session.begin_nested():  # a concurrent writer of the same dedupe key wins; we step aside
-            db.session.add(email)
-    except IntegrityError:
-        return None
-    return email
+    # One statement: a row with the same dedupe key (queued earlier, or by a concurrent writer, which wins) makes
+    # the insert do nothing and return no row.
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return db.session.scalars(insert(OutboxEmail).values(**values).on_conflict_do_nothing()
+                              .returning(OutboxEmail)).first()
 
 
 # --- attachments -----------------------------------------------------------------------------------------

@@ -397,10 +397,12 @@ def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetim
     """Follow-ups of a recorded payment, each idempotent: how it was paid, the receipt, then closing sessions
     it made stale. Inside a transaction (the inbox's), the provider calls wait until it has committed: the
     inbox asks how it was paid before (inbox.receive), and a receipt queued without it says "Card"."""
-    on_commit(lambda: describe_payment(payment_id, gateway=gateway))
-    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    # Inside a larger transaction the payment was just written under its invoice's lock: what is loaded is current.
+    payment = db.session.get(Payment, payment_id, populate_existing=not in_larger_transaction())
     if payment is None:
         return
+    if not payment.method_type:  # not known yet (the inbox notes it when it asked before its transaction)
+        on_commit(lambda: describe_payment(payment_id, gateway=gateway))
     if payment.status in COUNTED:  # after its receipt number, which a larger transaction takes at its end
         before_commit(lambda: enqueue_receipt(payment_id, site=site, now=now, payer_email=payer_email))
     invoice_id = payment.invoice_id
@@ -469,8 +471,9 @@ def enqueue_receipt(payment_id: int, *, site: Site, now: datetime, payer_email: 
         if payment is None or payment.status not in COUNTED or payment.method not in PROVIDER_METHODS:
             return False
         _lock_first(payment.invoice_id)
-        key = f"receipt:{payment.id}"
-        if db.session.execute(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == key)).first():
+        key = f"receipt:{payment.id}"  # queued once: enqueue does nothing for a key it has seen
+        if not in_larger_transaction() and db.session.execute(  # (the inbox's payment is new: nothing to find)
+                select(OutboxEmail.id).where(OutboxEmail.dedupe_key == key)).first():
             return False
         invoice = payment.invoice
         to = _receipt_to(payment, payer_email)

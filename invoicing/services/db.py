@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, SessionTransaction
 
 from invoicing.extensions import db
 from invoicing.models import Invoice
@@ -33,6 +34,7 @@ def begin_write() -> None:
 OUTER = "db.atomic"  # session.info: a block of atomic() is open (its follow-ups wait in the list)
 LAST = "db.before_commit"  # work for the end of that transaction
 NESTED = "db.nested"  # how many blocks inside it are open
+KEPT = "db.kept"  # rows this atomic block's transaction locked or made: held in memory until it ends
 
 
 @contextmanager
@@ -49,7 +51,7 @@ def atomic() -> Iterator[None]:
         finally:
             info[NESTED] -= 1
         return
-    info[OUTER], info[LAST], info[NESTED] = [], [], 0
+    info[OUTER], info[LAST], info[NESTED], info[KEPT] = [], [], 0, []
     try:
         begin_write()
         yield
@@ -63,6 +65,7 @@ def atomic() -> Iterator[None]:
         later: list[Callable[[], object]] = info.pop(OUTER, [])
         info.pop(LAST, None)
         info.pop(NESTED, None)
+        info.pop(KEPT, None)
     for work in later:  # only reached once committed
         work()
 
@@ -70,6 +73,39 @@ def atomic() -> Iterator[None]:
 def inside_atomic() -> bool:
     """An atomic block is open: its writes are not committed yet (what must be durable first waits for it)."""
     return OUTER in db.session.info
+
+
+def keep(obj: Any) -> None:
+    """Hold a row this transaction locked or wrote until the transaction ends. The session's identity map only
+    holds unchanged objects weakly, so without this a step that drops its last reference (a handler returning)
+    lets the next step (the receipt, the inbox's filing) load the same row again. Under the row's lock the kept
+    copy is the current one."""
+    kept = db.session.info.get(KEPT)
+    if kept is not None:
+        kept.append(obj)
+
+
+_PER_TRANSACTION: set[str] = set()
+
+
+def transaction_cache(key: str) -> dict[Any, Any]:
+    """A dict in session.info that lives as long as the current transaction (or savepoint): what one
+    transaction reads again and again (an organization's webhook endpoints), read once."""
+    _PER_TRANSACTION.add(key)
+    cache: dict[Any, Any] = db.session.info.setdefault(key, {})
+    return cache
+
+
+def _transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None or transaction.nested:
+        for key in _PER_TRANSACTION:
+            session.info.pop(key, None)
+
+
+def listen() -> None:
+    """Register the session listener once per process (create_app calls it)."""
+    if not event.contains(Session, "after_transaction_end", _transaction_end):
+        event.listen(Session, "after_transaction_end", _transaction_end)
 
 
 def in_larger_transaction() -> bool:
@@ -108,16 +144,19 @@ def lock_invoice(invoice_id: int, organization_id: int | None = None) -> Invoice
     invoice = db.session.execute(query.execution_options(populate_existing=True)).scalar_one_or_none()
     if invoice is None:
         raise NotFound("Invoice not found.")
+    keep(invoice)
     return invoice
 
 
 def take_next(counter_model: Any, **key: Any) -> int:
     """Take the next number of a counter row (`last_seq`) under its row lock, creating it at 0 if missing; a
-    rollback gives the number back, so there are no gaps."""
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(insert(counter_model).values(**key, last_seq=0).on_conflict_do_nothing())
-    counter = db.session.execute(
-        select(counter_model).filter_by(**key).with_for_update().execution_options(populate_existing=True)
-    ).scalar_one()
-    counter.last_seq += 1
-    return int(counter.last_seq)
+    rollback gives the number back, so there are no gaps. One statement once the row exists: the UPDATE takes
+    the row's lock (PostgreSQL; SQLite's write lock is held already) and RETURNING reads the number it set."""
+    step = (update(counter_model).filter_by(**key).values(last_seq=counter_model.last_seq + 1)
+            .returning(counter_model.last_seq).execution_options(synchronize_session=False))
+    taken = db.session.execute(step).scalar()
+    if taken is None:  # the organization's (or year's) first number
+        insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        db.session.execute(insert(counter_model).values(**key, last_seq=0).on_conflict_do_nothing())
+        taken = db.session.execute(step).scalar_one()
+    return int(taken)

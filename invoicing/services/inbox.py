@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -70,7 +70,7 @@ from invoicing.services.payments import (
     apply_group_payment,
     apply_payment,
     apply_refund,
-    record_method,
+    note_method,
     reverse_refund,
 )
 
@@ -147,17 +147,22 @@ def _known(provider: str, event_id: str) -> WebhookEvent | None:
 def _store(provider: str, event: Event, raw: bytes, now: datetime) -> int:
     """The event's row in the current transaction: new, or the failed one kept from an earlier delivery.
     Raises _Duplicate for one processed (or ignored) meanwhile by another request."""
+    return _stored(provider, event, raw, now)[0]
+
+
+def _stored(provider: str, event: Event, raw: bytes, now: datetime) -> tuple[int, bool]:
+    """_store, and whether this transaction inserted the row (no other one can have touched it then)."""
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stored = db.session.execute(insert(WebhookEvent).values(
         provider=provider, event_id=event.id, type=event.type, payload=raw.decode("utf-8"), status="received",
         attempts=0, received_at=now).on_conflict_do_nothing().returning(WebhookEvent.id)).scalar()
     if stored is not None:
-        return int(stored)
+        return int(stored), True
     known = _known(provider, event.id)
     assert known is not None
     if known.status in ("processed", "ignored"):
         raise _Duplicate(known)
-    return known.id
+    return known.id, False
 
 
 def _method(event: Event, ctx: Context) -> MethodDetails | None:
@@ -183,10 +188,13 @@ def _receive_at_once(provider: str, raw: bytes, event: Event, ctx: Context) -> D
     handler = HANDLERS[event.type]
     try:
         with atomic():
-            row_id = _store(provider, event, raw, ctx.now)
+            row_id, fresh = _stored(provider, event, raw, ctx.now)
             note = handler(event, ctx)
             status = "ignored" if note.startswith("ignored") else "processed"
-            _finish(row_id, status, note if status == "ignored" else None, ctx.now)
+            if fresh:
+                _finish_fresh(row_id, raw, status, note if status == "ignored" else None, ctx.now)
+            else:
+                _finish(row_id, status, note if status == "ignored" else None, ctx.now)
     except _Duplicate as duplicate:
         return Delivery("duplicate", 200, event.id, duplicate.row.id, note=duplicate.row.status)
     except Exception as exc:  # noqa: BLE001 - any failure: keep the event, say why, let the provider retry
@@ -233,6 +241,17 @@ def _apply(row_id: int, event: Event, ctx: Context) -> Delivery:
     _finish(row_id, status, note if status == "ignored" else None, ctx.now)
     log.info("webhook %s (%s) %s", event.id, event.type, status, extra={"event_id": event.id})
     return Delivery(status, 200, event.id, row_id, note=note)
+
+
+def _finish_fresh(row_id: int, raw: bytes, status: str, error: str | None, now: datetime) -> None:
+    """_finish for a row this transaction inserted: one UPDATE, nothing to read first (the invoice it names is
+    the one the handler just locked, still loaded)."""
+    invoice = _invoice_in(raw.decode("utf-8"))
+    db.session.execute(update(WebhookEvent).where(WebhookEvent.id == row_id).values(
+        status=status, attempts=1, error=error[:MAX_ERROR] if error else None,
+        processed_at=now if status in ("processed", "ignored") else None,
+        invoice_id=invoice.id if invoice else None, organization_id=invoice.organization_id if invoice else None,
+    ).execution_options(synchronize_session=False))
 
 
 def _finish(row_id: int, status: str, error: str | None, now: datetime) -> None:
@@ -355,7 +374,7 @@ def _on_payment_intent(event: Event, ctx: Context) -> str:
     )
     if status == "succeeded":
         if ctx.method is not None:  # asked before the transaction (receive): the receipt names it
-            record_method(result.payment.id, ctx.method)
+            note_method(result.payment, ctx.method)
         after_payment(result.payment.id, gateway=ctx.gateway, site=ctx.site, now=ctx.now)
     if failed and before == "processing":  # a settles-later payment that failed: tell the client
         notify_payment_failed(result.payment.id, site=ctx.site, now=ctx.now)
@@ -566,9 +585,13 @@ class InboxRow:
 
 
 def _invoice_of(row: WebhookEvent) -> Invoice | None:
+    return _invoice_in(row.payload)
+
+
+def _invoice_in(payload: str) -> Invoice | None:
     """The invoice an event is about: from our metadata, else through the payment of its charge or intent."""
     try:
-        obj = json.loads(row.payload)["data"]["object"]
+        obj = json.loads(payload)["data"]["object"]
     except (ValueError, KeyError, TypeError):
         return None
     meta = {str(k): str(v) for k, v in (obj.get("metadata") or {}).items()}

@@ -28,7 +28,7 @@ from invoicing.money import MAX_AMOUNT, format_money
 from invoicing.services import DomainError
 from invoicing.services.attention import admin_emails, email_admins, open_case
 from invoicing.services.audit import Actor, record
-from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, take_next
+from invoicing.services.db import atomic, before_commit, in_larger_transaction, keep, lock_invoice, take_next
 from invoicing.services.receipts import queue_manual_receipt
 from invoicing.services.site import Site
 
@@ -211,6 +211,7 @@ def _create(invoice: Invoice, *, amount: int, method: str, status: str, actor: A
     )
     db.session.add(payment)
     db.session.flush()
+    keep(payment)
     _number_receipt(payment)
     invoice_status = invoice.status
     recompute_balance(invoice, now=now)
@@ -417,6 +418,15 @@ def _flag_overpayment(invoice: Invoice, payment: Payment, *, excess: int, actor:
     log.warning("overpayment recorded", extra={"invoice_id": invoice.id, "payment_id": payment.id})
     record("payment.overpayment_flagged", invoice, actor=actor, now=now,
            details={**_details(payment), "excess": excess, "receipt_number": payment.receipt_number})
+
+
+def note_method(payment: Payment, method: MethodDetails) -> None:
+    """record_method for a payment this transaction holds (the inbox's new one): set on the loaded row, so it
+    is written with the rest of the payment's changes instead of by a statement of its own."""
+    if payment.method_type is None:
+        payment.method_type, payment.method_brand = method.type, method.brand or None
+        payment.method_last4, payment.method_wallet = method.last4 or None, method.wallet or None
+        payment.method_bank = method.bank_name or None
 
 
 def record_method(payment_id: int, method: MethodDetails) -> bool:

@@ -36,7 +36,7 @@ from invoicing.models import (
     not_archived,
 )
 from invoicing.services.api.present import invoice_dict, payment_dict, public, when
-from invoicing.services.db import atomic
+from invoicing.services.db import atomic, transaction_cache
 from invoicing.services.site import Site
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,18 @@ MAY_PAY = ("payment.succeeded", "payment.refund_failed", "payment.refund_cancele
 RETRY_FOR = timedelta(days=3)
 
 
+ENDPOINTS = "api.endpoints"  # the organization's enabled endpoints, read once per transaction
+
+
 def _listeners(organization_id: int, event_type: str) -> list[WebhookEndpoint]:
-    endpoints = db.session.execute(select(WebhookEndpoint).where(
-        WebhookEndpoint.organization_id == organization_id, WebhookEndpoint.enabled.is_(True))).scalars()
-    return [e for e in endpoints if event_type in (e.events or [])]
+    """The enabled endpoints that take this event type. Read once per transaction and organization (a payment
+    emits two events, a bulk action hundreds): an endpoint changed meanwhile is another transaction's, which
+    this one would not see before its commit either."""
+    cache: dict[int, list[WebhookEndpoint]] = transaction_cache(ENDPOINTS)
+    if organization_id not in cache:
+        cache[organization_id] = list(db.session.execute(select(WebhookEndpoint).where(
+            WebhookEndpoint.organization_id == organization_id, WebhookEndpoint.enabled.is_(True))).scalars())
+    return [e for e in cache[organization_id] if event_type in (e.events or [])]
 
 
 def emit(event_type: str, invoice: Invoice, *, now: datetime, payment: Payment | None = None,
