@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from invoicing.extensions import db
 from invoicing.gateways.base import Checkout, CheckoutRequest, Gateway, GatewayError
@@ -524,14 +524,14 @@ def expire_stale_sessions(invoice_id: int, *, gateway: Gateway, site: Site, now:
     """Expire the invoice's open sessions that should not be paid any more (DESIGN rule 4): all of them once
     it is paid or void, and those above what is still due. A session that turns out to be complete already
     is recorded (it is money received: the door flags it as an overpayment if it is one)."""
-    invoice = db.session.get(Invoice, invoice_id, populate_existing=True)  # a read: no write lock needed
-    if invoice is None:
-        return 0
-    due = invoice.amount_due if invoice.status == "open" else 0
-    stale = [(s.session_id, s.provider) for s in db.session.execute(
-        select(CheckoutSession).where(CheckoutSession.invoice_id == invoice_id, CheckoutSession.status == "open",
-                                      CheckoutSession.amount > due)
-    ).scalars()]
+    # One read, no write lock: what is still due (nothing unless open) from the invoice row as committed.
+    due = case((Invoice.status == "open", Invoice.total - Invoice.amount_paid), else_=0)
+    stale = db.session.execute(
+        select(CheckoutSession.session_id, CheckoutSession.provider)
+        .join(Invoice, Invoice.id == CheckoutSession.invoice_id)
+        .where(CheckoutSession.invoice_id == invoice_id, CheckoutSession.status == "open",
+               CheckoutSession.amount > due).order_by(CheckoutSession.id)
+    ).all()
     # Imported here: the group checkouts build on this module (after_payment, its receipts and expiries).
     from invoicing.services.checkout_groups import expire_stale_groups
 
