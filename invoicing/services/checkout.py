@@ -34,7 +34,7 @@ from invoicing.services import DomainError, NotFound, client_texts
 from invoicing.services.attention import email_admins
 from invoicing.services.audit import Actor, record
 from invoicing.services.billing import autopay
-from invoicing.services.db import atomic, before_commit, in_larger_transaction, lock_invoice, on_commit
+from invoicing.services.db import atomic, before_commit, held, in_larger_transaction, lock_invoice, on_commit
 from invoicing.services.payments import COUNTED, apply_payment, record_method
 from invoicing.services.site import Site  # noqa: F401  (re-exported: checkout.Site)
 
@@ -397,8 +397,8 @@ def after_payment(payment_id: int, *, gateway: Gateway, site: Site, now: datetim
     """Follow-ups of a recorded payment, each idempotent: how it was paid, the receipt, then closing sessions
     it made stale. Inside a transaction (the inbox's), the provider calls wait until it has committed: the
     inbox asks how it was paid before (inbox.receive), and a receipt queued without it says "Card"."""
-    # Inside a larger transaction the payment was just written under its invoice's lock: what is loaded is current.
-    payment = db.session.get(Payment, payment_id, populate_existing=not in_larger_transaction())
+    # A payment this transaction wrote (the inbox's) is current as loaded; otherwise read what is committed.
+    payment = held(Payment, payment_id) or db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return
     if not payment.method_type:  # not known yet (the inbox notes it when it asked before its transaction)

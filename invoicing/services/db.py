@@ -85,6 +85,12 @@ def keep(obj: Any) -> None:
         kept.append(obj)
 
 
+def held(model: Any, ident: int) -> Any:
+    """The row of this model and id that the current transaction kept (locked or wrote), or None: current
+    as loaded, no need to read it again."""
+    return next((obj for obj in db.session.info.get(KEPT, ()) if isinstance(obj, model) and obj.id == ident), None)
+
+
 _PER_TRANSACTION: set[str] = set()
 
 
